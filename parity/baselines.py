@@ -1,0 +1,52 @@
+"""Baseline policy: when a stored image is compared with, written, or rewritten (the pytest-regressions rules).
+
+Pinned suites: a missing baseline is written and the case fails, so a person looks at it; with the update flag
+every baseline is rewritten and the case fails likewise; otherwise nothing is written. Preview suites hold
+training previews, which parity never writes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CaseRunError
+from .images import save_png
+from .resolve import Case
+from .results import BaselineAction
+from .thresholds import BaselineKind
+
+
+@dataclass(frozen=True)
+class BaselineDecision:
+    action: BaselineAction
+    path: str
+
+    @property
+    def written(self) -> bool:
+        return self.action in (BaselineAction.WRITTEN, BaselineAction.REWRITTEN)
+
+
+def settle(case: Case, output: np.ndarray, update: bool) -> BaselineDecision:
+    """Write the baseline if the rules say so, and say what happened."""
+    path = case.baseline
+    if path is None:
+        raise CaseRunError(f"{case.id} has no baseline path", "add `baseline:` to the sample")
+    exists = os.path.isfile(path)
+    if case.baseline_kind is BaselineKind.PREVIEW:
+        if not exists:
+            raise CaseRunError(
+                f"training preview not found: {path}", "point `baseline:` at the preview under <job>/samples/"
+            )
+        return BaselineDecision(BaselineAction.COMPARED, path)
+    if not update and exists:
+        return BaselineDecision(BaselineAction.COMPARED, path)
+    if not path.lower().endswith(".png"):
+        raise CaseRunError(
+            f"pinned baselines are written as PNG, but the baseline path is {path}",
+            "give the sample a `baseline:` ending in .png (or drop it to use <baselines>/<name>.png)",
+        )
+    save_png(output, path)
+    return BaselineDecision(BaselineAction.REWRITTEN if update and exists else BaselineAction.WRITTEN, path)

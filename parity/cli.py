@@ -1,0 +1,139 @@
+"""The `parity` command: parse arguments, hand the work to the session, print a summary. No torch here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import ParityError
+from .options import add_cli_options, check_device
+from .results import Status, counts
+from .suite import discover, load_all
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parity",
+        description="Prove that reference inference reproduces the training previews (or pinned outputs) of a LoRA.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run case files and write results.json and index.html")
+    run.add_argument("paths", nargs="*", default=["cases"], metavar="PATHS", help="case files or folders (default: cases/)")
+    add_cli_options(run)
+    validate = sub.add_parser("validate", help="check case files without running them")
+    validate.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
+    sub.add_parser("fields", help="print the case-file reference (markdown, generated from the schema)")
+    tiny = sub.add_parser("tiny", help="build the bundled tiny model (cached) and print its folder")
+    tiny.add_argument("--lora", metavar="PATH", help="also write the tiny ai-toolkit-format LoRA to PATH")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": _run, "validate": _validate, "fields": _fields, "tiny": _tiny}[args.command](args)
+    except ParityError as exc:
+        print(f"parity: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _validate(args) -> int:
+    files = discover(args.paths)
+    if not files:
+        print(f"parity: no case files under {' '.join(args.paths)}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = 0
+    for load in load_all(files):
+        if load.error is not None:
+            bad += 1
+            print(f"INVALID {load.path}")
+            for problem in load.error.problems:
+                print(f"  {problem}")
+        else:
+            print(f"ok      {load.path}: {len(load.cases)} case(s)")
+    return EXIT_USAGE if bad else EXIT_OK
+
+
+def _run(args) -> int:
+    from .session import ParitySession, RunOptions
+
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        print(f"parity: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files = discover(args.paths)
+    if not files:
+        print(f"parity: no case files under {' '.join(args.paths)}", file=sys.stderr)
+        return EXIT_USAGE
+    loads = load_all(files)
+    session = ParitySession(
+        RunOptions(
+            out_dir=Path(args.out),
+            device=args.device,
+            base_model=args.base_model,
+            update=args.update,
+            command="parity " + " ".join(sys.argv[1:]),
+        )
+    )
+    for load in loads:
+        if load.error is not None:
+            print(f"parity: invalid case file {load.path}:", file=sys.stderr)
+            for problem in load.error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            session.add_invalid_file(load.path, load.error)
+    cases = [case for load in loads for case in load.cases]
+    start = time.perf_counter()
+    complete = False
+    try:
+        for case in _progress(cases):
+            result = session.run_case(case)
+            if result.status is not Status.PASS:
+                print(f"{result.status.value.upper():5} {result.id}: {result.reason}", file=sys.stderr)
+        complete = True
+    except KeyboardInterrupt:
+        print("parity: interrupted; writing the report of the finished cases", file=sys.stderr)
+    finally:
+        paths = session.finish(complete=complete)
+    tally = counts(session.results)
+    print(
+        f"parity: {tally['pass']} passed, {tally['fail']} failed, {tally['error']} errors "
+        f"in {time.perf_counter() - start:.1f}s — report: {paths.index_html}"
+    )
+    if not complete:
+        return 130
+    if any(load.error is not None for load in loads):
+        return EXIT_USAGE
+    return EXIT_OK if tally["fail"] == tally["error"] == 0 else EXIT_FAILED
+
+
+def _progress(cases):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm comes with transformers; without it, no bar
+        return cases
+    return tqdm(cases, desc="parity", unit="case", disable=None, file=sys.stderr, leave=False)
+
+
+def _fields(args) -> int:
+    from .docs import fields_markdown
+
+    print(fields_markdown(), end="")
+    return EXIT_OK
+
+
+def _tiny(args) -> int:
+    from .tiny import ensure_tiny, write_tiny_lora
+
+    print(ensure_tiny())
+    if args.lora:
+        print(write_tiny_lora(args.lora))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

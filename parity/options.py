@@ -1,0 +1,86 @@
+"""Run options shared by the CLI (`--out`) and the pytest plugin (`--parity-out`, ini `parity_out`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    default: object
+    flag: bool = False
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("out", "folder for results.json, index.html and the case images", "reports/latest", metavar="DIR"),
+    Option(
+        "device",
+        "cpu (float32) or cuda[:N] (bf16, as the reference server runs); default cpu",
+        "cpu",
+        metavar="DEVICE",
+    ),
+    Option(
+        "base-model",
+        "run every case on this base model instead of the case file's: tiny, a local diffusers folder, or an HF id "
+        "already in the local cache",
+        None,
+        metavar="X",
+    ),
+    Option(
+        "update",
+        "rewrite pinned baselines from this run's outputs; the cases fail so that a person reviews the new images",
+        False,
+        flag=True,
+    ),
+)
+
+
+def check_device(value: str) -> str:
+    if not DEVICE_PATTERN.match(value):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, not {value!r}")
+    return value
+
+
+def add_cli_options(parser) -> None:
+    """argparse: --out, --device, --base-model, --update."""
+    for opt in OPTIONS:
+        if opt.flag:
+            parser.add_argument(f"--{opt.name}", action="store_true", help=opt.help)
+        else:
+            parser.add_argument(f"--{opt.name}", default=opt.default, metavar=opt.metavar, help=opt.help)
+
+
+def add_pytest_options(parser) -> None:
+    """pytest: --parity-<name> with an ini twin parity_<name>, plus --parity-cases / parity_cases."""
+    group = parser.getgroup("parity", "parity: compare reference inference with stored images")
+    group.addoption(
+        "--parity-cases",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="case file or folder whose YAML files are parity cases (repeatable; ini: parity_cases, default: cases)",
+    )
+    parser.addini("parity_cases", "folders or files holding parity case files", type="args", default=["cases"])
+    for opt in OPTIONS:
+        ini = "parity_" + opt.name.replace("-", "_")
+        if opt.flag:
+            group.addoption(f"--parity-{opt.name}", action="store_true", default=None, help=f"{opt.help} (ini: {ini})")
+            parser.addini(ini, opt.help, type="bool", default=bool(opt.default))
+        else:
+            group.addoption(f"--parity-{opt.name}", default=None, metavar=opt.metavar, help=f"{opt.help} (ini: {ini})")
+            parser.addini(ini, opt.help, default=opt.default)
+
+
+def pytest_value(config, name: str) -> object:
+    """A plugin option: the command line wins over the ini file, which wins over the default."""
+    dest = "parity_" + name.replace("-", "_")
+    value = config.getoption(dest)
+    if value is not None:
+        return value
+    return config.getini(dest)

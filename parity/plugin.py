@@ -1,0 +1,175 @@
+"""pytest plugin (entry point `pytest11: parity`): each sample of a case file is a test item marked `parity`.
+
+Hooks only delegate to PytestParity, which owns the run (one ParitySession, so the model loads once).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .errors import CaseFileError
+from .options import add_pytest_options, check_device, pytest_value
+from .resolve import Case
+from .results import CaseResult, Status
+from .suite import CASE_SUFFIXES, load_cases
+
+PARITY_KEY = pytest.StashKey["PytestParity"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_pytest_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "parity: one sample of a parity case file (reference inference vs stored image)")
+    config.stash[PARITY_KEY] = PytestParity(config)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    return parent.config.stash[PARITY_KEY].collect_file(file_path, parent)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[PARITY_KEY].finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    config.stash[PARITY_KEY].summary(terminalreporter)
+
+
+class PytestParity:
+    """Plugin state for one pytest run: which YAML files are cases, the run's session, the report."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        roots = config.getoption("parity_cases") or config.getini("parity_cases")
+        self.roots = [(config.rootpath / r).resolve() for r in roots]
+        self._session = None
+        self.report_paths = None
+
+    def is_case_file(self, path: Path) -> bool:
+        if path.suffix not in CASE_SUFFIXES:
+            return False
+        resolved = path.resolve()
+        return any(resolved == root or root in resolved.parents for root in self.roots)
+
+    def collect_file(self, path: Path, parent: pytest.Collector):
+        if self.is_case_file(path):
+            return CaseFile.from_parent(parent, path=path)
+        return None
+
+    @property
+    def session(self):
+        if self._session is None:
+            from .session import ParitySession, RunOptions
+
+            out = Path(str(pytest_value(self.config, "out")))
+            worker = getattr(self.config, "workerinput", {}).get("workerid")
+            if worker:
+                out = out / worker
+            device = check_device(str(pytest_value(self.config, "device")))
+            self._session = ParitySession(
+                RunOptions(
+                    out_dir=out if out.is_absolute() else self.config.rootpath / out,
+                    device=device,
+                    base_model=pytest_value(self.config, "base-model") or None,
+                    update=bool(pytest_value(self.config, "update")),
+                    command="pytest " + " ".join(self.config.invocation_params.args),
+                )
+            )
+        return self._session
+
+    def finish(self, interrupted: bool) -> None:
+        if self._session is not None:
+            self.report_paths = self._session.finish(complete=not interrupted)
+
+    def summary(self, reporter) -> None:
+        if self.report_paths is None:
+            return
+        tally = {s: sum(1 for r in self._session.results if r.status is s) for s in Status}
+        reporter.write_sep("-", "parity")
+        reporter.write_line(
+            f"{tally[Status.PASS]} passed, {tally[Status.FAIL]} failed, {tally[Status.ERROR]} errors — "
+            f"report: {self.report_paths.index_html}"
+        )
+
+
+class CaseFile(pytest.File):
+    """A case file: one test item per sample."""
+
+    def collect(self):
+        try:
+            cases = load_cases(self.path)
+        except CaseFileError as exc:
+            self.config.stash[PARITY_KEY].session.add_invalid_file(self.path, exc)
+            raise InvalidCaseFile(str(exc)) from None
+        for case in cases:
+            yield CaseItem.from_parent(self, name=case.name, case=case)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, InvalidCaseFile):
+            return f"invalid case file {self.path}:\n{excinfo.value}"
+        return super().repr_failure(excinfo, style)
+
+
+class CaseItem(pytest.Item):
+    """One sample: render with the reference wiring, compare with its baseline."""
+
+    def __init__(self, *, case: Case, **kwargs):
+        super().__init__(**kwargs)
+        self.case = case
+        self.add_marker("parity")
+
+    def runtest(self) -> None:
+        result = self.config.stash[PARITY_KEY].session.run_case(self.case)
+        if result.status is not Status.PASS:
+            raise CaseNotPassed(result)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, CaseNotPassed):
+            return describe_failure(excinfo.value.result)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"parity case {self.case.id}"
+
+
+class InvalidCaseFile(Exception):
+    pass
+
+
+class CaseNotPassed(Exception):
+    def __init__(self, result: CaseResult):
+        self.result = result
+        super().__init__(result.reason)
+
+
+def describe_failure(result: CaseResult) -> str:
+    """The failure text: verdict, every metric against its threshold, every image path."""
+    lines = [f"{result.status.value.upper()}: {result.id}: {result.reason}"]
+    if result.metrics is not None and result.thresholds is not None:
+        m, t = result.metrics, result.thresholds
+        lines.append(
+            f"  SSIM {m.ssim:.4f} (min {t.ssim_min}), PSNR {m.psnr:.2f} dB (min {t.psnr_min}), "
+            f"mean |diff| {m.mean_abs_diff:.3f}, max |diff| {m.max_abs_diff}, "
+            f"changed pixels {m.changed_pixels:.4f} (> {m.pixel_tolerance:g} levels)"
+        )
+    if result.effective is not None:
+        e = result.effective
+        lines.append(
+            f"  effective: {e.width}x{e.height}, seed {e.seed}, {e.steps} steps, guidance {e.guidance_scale:g}, "
+            f"LoRA scale {e.lora_scale}"
+        )
+    for label, value in (
+        ("case file", result.suite_file),
+        ("baseline", result.paths.baseline_source),
+        ("output", result.paths.output),
+        ("diff", result.paths.diff),
+    ):
+        if value:
+            lines.append(f"  {label}: {value}")
+    if result.error and result.error != result.reason:
+        lines.append(result.error)
+    return "\n".join(lines)

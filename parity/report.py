@@ -1,0 +1,212 @@
+"""The HTML report: view-models compute every displayed value; the jinja2 template (autoescaped) only lays out.
+
+Images are referenced relative to the report folder (`cases/<id>/output.png`, `baseline.*`, `diff.png`), so the
+folder can be moved or archived whole. No external resources are referenced.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .atomic import write_text
+from .results import CaseResult, RunInfo, Status, counts
+
+SETTING_ROWS = (
+    ("prompt", "prompt"),
+    ("negative prompt", "negative_prompt"),
+    ("width", "width"),
+    ("height", "height"),
+    ("seed", "seed"),
+    ("steps", "steps"),
+    ("guidance", "guidance_scale"),
+    ("LoRA scale", "lora_scale"),
+    ("control images", "control_images"),
+)
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    label: str
+    requested: str
+    effective: str
+    changed: bool
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    label: str
+    value: str
+    limit: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class CaseView:
+    anchor: str
+    id: str
+    name: str
+    suite: str
+    status: str
+    status_class: str
+    reason: str
+    ssim: str
+    psnr: str
+    mean_abs: str
+    max_abs: str
+    size: str
+    seed: str
+    lora_scale: str
+    images: tuple[tuple[str, str], ...]  # (caption, relative path)
+    heat_note: str
+    metrics: tuple[MetricRow, ...]
+    settings: tuple[SettingRow, ...]
+    notes: tuple[str, ...]
+    timings: tuple[tuple[str, str], ...]
+    paths: tuple[tuple[str, str], ...]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReportView:
+    title: str
+    complete: bool
+    counts: dict[str, int]
+    total: int
+    verdict: str
+    verdict_class: str
+    run_rows: tuple[tuple[str, str], ...]
+    cases: tuple[CaseView, ...]
+
+
+def build_view(run: RunInfo, results: list[CaseResult]) -> ReportView:
+    tally = counts(results)
+    order = {Status.ERROR: 0, Status.FAIL: 1, Status.PASS: 2}
+    ordered = sorted(results, key=lambda r: (order[r.status], r.suite, r.index if r.index is not None else -1))
+    if tally["error"] or tally["fail"]:
+        verdict, verdict_class = f"{tally['fail']} failed, {tally['error']} errors, {tally['pass']} passed", "bad"
+    else:
+        verdict, verdict_class = f"all {tally['pass']} cases pass", "good"
+    env = run.environment
+    versions = env.get("versions", {}) if isinstance(env, dict) else {}
+    run_rows = (
+        ("started", run.started),
+        ("finished", run.finished or "not finished (interrupted?)"),
+        ("device", f"{env.get('device', run.device)} — {env.get('device_name', '')} ({env.get('dtype', '')})"),
+        ("base model override", run.base_model_override or "none (each case file's base_model)"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+        ("platform", f"{env.get('platform', '')}, Python {env.get('python', '')}"),
+        ("command", run.command),
+    )
+    return ReportView(
+        title="parity report",
+        complete=run.complete,
+        counts=tally,
+        total=len(results),
+        verdict=verdict,
+        verdict_class=verdict_class,
+        run_rows=run_rows,
+        cases=tuple(_case_view(i, r) for i, r in enumerate(ordered)),
+    )
+
+
+def _case_view(i: int, r: CaseResult) -> CaseView:
+    m, t, eff = r.metrics, r.thresholds, r.effective
+    images = tuple(
+        (caption, path)
+        for caption, path in (("baseline", r.paths.baseline), ("output", r.paths.output), ("difference", r.paths.diff))
+        if path
+    )
+    metric_rows: list[MetricRow] = []
+    if m is not None and t is not None:
+        for label, value, limit, kind in (
+            ("SSIM", m.ssim, t.ssim_min, "min"),
+            ("PSNR (dB)", m.psnr, t.psnr_min, "min"),
+            ("mean |diff| (levels)", m.mean_abs_diff, t.mean_abs_diff_max, "max"),
+            ("max |diff| (levels)", float(m.max_abs_diff), t.max_abs_diff_max, "max"),
+            (f"changed pixels (> {m.pixel_tolerance:g} levels)", m.changed_pixels, t.changed_pixels_max, "max"),
+        ):
+            ok = limit is None or (value >= limit if kind == "min" else value <= limit)
+            shown_limit = "—" if limit is None else (f"≥ {_num(limit)}" if kind == "min" else f"≤ {_num(limit)}")
+            metric_rows.append(MetricRow(label, _num(value), shown_limit, ok))
+    settings: list[SettingRow] = []
+    if r.requested is not None and eff is not None:
+        for label, attr in SETTING_ROWS:
+            req, got = _setting(getattr(r.requested, attr)), _setting(getattr(eff, attr))
+            settings.append(SettingRow(label, req, got, req != got))
+    scale = ""
+    if r.paths.diff and m is not None:
+        scale = "brighter = larger difference; white = the largest difference (at least 8 levels)"
+    return CaseView(
+        anchor=f"case-{i}",
+        id=r.id,
+        name=r.name,
+        suite=r.suite,
+        status=r.status.value,
+        status_class=r.status.value,
+        reason=r.reason,
+        ssim=_num(m.ssim) if m else "—",
+        psnr=_num(m.psnr) if m else "—",
+        mean_abs=_num(m.mean_abs_diff) if m else "—",
+        max_abs=str(m.max_abs_diff) if m else "—",
+        size=f"{eff.width}x{eff.height}" if eff else "—",
+        seed=str(eff.seed) if eff else "—",
+        lora_scale=_setting(eff.lora_scale) if eff else "—",
+        images=images,
+        heat_note=scale,
+        metrics=tuple(metric_rows),
+        settings=tuple(settings),
+        notes=r.notes,
+        timings=tuple((k, f"{v:.2f} s") for k, v in r.timings.items()),
+        paths=tuple(
+            (label, value)
+            for label, value in (
+                ("case file", r.suite_file),
+                ("baseline source", r.paths.baseline_source),
+                ("output", r.paths.output),
+                ("difference", r.paths.diff),
+            )
+            if value
+        ),
+        error=r.error,
+    )
+
+
+def _num(value: float) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "∞ (identical)"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def _setting(value: object) -> str:
+    if value is None:
+        return "none"
+    if value is False:
+        return "false"
+    if isinstance(value, (tuple, list)):
+        return "\n".join(f"Picture {i + 1}: {os.path.basename(str(v))}" for i, v in enumerate(value)) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and value == "":
+        return '""'
+    return str(value)
+
+
+_ENV = Environment(loader=PackageLoader("parity", "templates"), autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def render_html(view: ReportView) -> str:
+    return _ENV.get_template("report.html.j2").render(view=view)
+
+
+def write_report(out_dir: Path, run: RunInfo, results: list[CaseResult]) -> Path:
+    """Write index.html atomically into `out_dir` and return its path."""
+    target = out_dir / "index.html"
+    write_text(target, render_html(build_view(run, results)))
+    return target

@@ -1,0 +1,105 @@
+"""Results of a run: typed case records and their `results.json` form (schema version 1)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text
+from .compare import Metrics, Violation
+from .resolve import Settings
+from .thresholds import Thresholds
+
+SCHEMA_VERSION = 1
+
+
+class Status(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+class BaselineAction(enum.Enum):
+    COMPARED = "compared"  # an existing baseline was compared with
+    WRITTEN = "written"  # a missing pinned baseline was written (the case fails: a person must look)
+    REWRITTEN = "rewritten"  # rewritten on request (--update); the case fails likewise
+    NONE = "none"  # nothing happened to a baseline (the case errored first)
+
+
+@dataclass(frozen=True)
+class CasePaths:
+    """Images of a case, relative to the run's output folder (None where there is none)."""
+
+    output: str | None = None
+    baseline: str | None = None
+    diff: str | None = None
+    baseline_source: str | None = None  # where the baseline lives (absolute), for the user to find it
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    id: str
+    suite: str
+    suite_file: str
+    name: str
+    status: Status
+    reason: str
+    index: int | None = None
+    metrics: Metrics | None = None
+    thresholds: Thresholds | None = None
+    violations: tuple[Violation, ...] = ()
+    output_size: tuple[int, int] | None = None
+    baseline_size: tuple[int, int] | None = None
+    requested: Settings | None = None
+    effective: Settings | None = None
+    notes: tuple[str, ...] = ()
+    paths: CasePaths = field(default_factory=CasePaths)
+    baseline_action: BaselineAction = BaselineAction.NONE
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    started: str
+    finished: str | None
+    complete: bool
+    device: str
+    base_model_override: str | None
+    environment: dict[str, Any]
+    command: str
+
+
+def counts(results: list[CaseResult]) -> dict[str, int]:
+    return {s.value: sum(1 for r in results if r.status is s) for s in Status}
+
+
+def to_json(run: RunInfo, results: list[CaseResult]) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": _plain(asdict(run)),
+        "counts": counts(results),
+        "cases": [_plain(asdict(r)) for r in results],
+    }
+
+
+def write_json(path: str | Path, run: RunInfo, results: list[CaseResult]) -> None:
+    """Write results.json atomically (temp file + rename)."""
+    write_text(path, json.dumps(to_json(run, results), indent=2, allow_nan=False))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe form: enums by value, tuples as lists, infinities as the strings "inf"/"-inf"."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value

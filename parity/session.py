@@ -1,0 +1,195 @@
+"""A run's state: renders cases, settles baselines, compares, records results and writes the report.
+
+The CLI and the pytest plugin both drive one ParitySession; neither does any of this work itself.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .baselines import settle
+from .compare import compare, heatmap
+from .environment import fingerprint
+from .errors import CaseFileError, ParityError
+from .images import load_array, save_png
+from .resolve import Case
+from .results import BaselineAction, CasePaths, CaseResult, RunInfo, Status, write_json
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    device: str = "cpu"
+    base_model: str | None = None
+    update: bool = False
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    results_json: Path
+    index_html: Path
+
+
+@dataclass
+class ParitySession:
+    options: RunOptions
+    results: list[CaseResult] = field(default_factory=list)
+    started: str = field(default_factory=lambda: _now())
+    _engine: object = None
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine(self.options.device, self.options.base_model)
+        return self._engine
+
+    def run_case(self, case: Case) -> CaseResult:
+        """Render, settle the baseline, compare; any failure becomes this case's error row."""
+        start = time.perf_counter()
+        try:
+            result = self._run(case)
+        except ParityError as exc:
+            result = self._error(case, str(exc))
+        except Exception as exc:  # one broken case never stops the suite; the traceback is kept for the report
+            detail = "".join(traceback.format_exception(exc))
+            result = self._error(case, f"{type(exc).__name__}: {exc}\n{detail}")
+        result.timings["total"] = time.perf_counter() - start
+        self._record(result)
+        return result
+
+    def add_invalid_file(self, path: Path, error: CaseFileError) -> CaseResult:
+        """An unusable case file becomes one error row; the other files still run."""
+        result = CaseResult(
+            id=f"{path.stem}::(case file)",
+            suite=path.stem,
+            suite_file=str(path),
+            name="(case file)",
+            status=Status.ERROR,
+            reason=f"invalid case file: {len(error.problems)} problem(s)",
+            error=str(error),
+        )
+        self._record(result)
+        return result
+
+    def finish(self, complete: bool = True) -> ReportPaths:
+        """Write results.json and index.html (also after an interruption, marked incomplete)."""
+        from .report import write_report
+
+        run = self._run_info(complete)
+        out = self.options.out_dir
+        write_json(out / "results.json", run, self.results)
+        index = write_report(out, run, self.results)
+        if self._engine is not None:
+            self._engine.close()
+        return ReportPaths(out / "results.json", index)
+
+    def _run(self, case: Case) -> CaseResult:
+        rendered = self.engine.render(case)
+        timings = dict(rendered.timings)
+        folder = self._case_dir(case)
+        start = time.perf_counter()
+        save_png(rendered.image, folder / "output.png")
+        decision = settle(case, rendered.image, self.options.update)
+        baseline = load_array(decision.path, "baseline")
+        kept = folder / f"baseline{Path(decision.path).suffix.lower() or '.png'}"
+        shutil.copyfile(decision.path, kept)
+        comparison = compare(rendered.image, baseline, case.thresholds)
+        diff_rel = None
+        if comparison.metrics is not None:
+            save_png(heatmap(rendered.image, baseline, comparison.heatmap_scale), folder / "diff.png")
+            diff_rel = self._rel(folder / "diff.png")
+        timings["compare"] = time.perf_counter() - start
+
+        if decision.action is BaselineAction.WRITTEN:
+            status, reason = Status.FAIL, f"baseline was missing: written to {decision.path}; review it and commit it"
+        elif decision.action is BaselineAction.REWRITTEN:
+            status, reason = Status.FAIL, f"baseline rewritten on request (update): {decision.path}; review it and commit it"
+        elif comparison.passed:
+            status, reason = Status.PASS, comparison.summary()
+        else:
+            status, reason = Status.FAIL, comparison.summary()
+        return CaseResult(
+            id=case.id,
+            suite=case.suite,
+            suite_file=case.suite_file,
+            name=case.name,
+            index=case.index,
+            status=status,
+            reason=reason,
+            metrics=comparison.metrics,
+            thresholds=case.thresholds,
+            violations=comparison.violations,
+            output_size=comparison.output_size,
+            baseline_size=comparison.baseline_size,
+            requested=case.requested,
+            effective=case.effective,
+            notes=case.notes,
+            paths=CasePaths(
+                output=self._rel(folder / "output.png"),
+                baseline=self._rel(kept),
+                diff=diff_rel,
+                baseline_source=os.path.abspath(decision.path),
+            ),
+            baseline_action=decision.action,
+            timings=timings,
+        )
+
+    def _error(self, case: Case, message: str) -> CaseResult:
+        return CaseResult(
+            id=case.id,
+            suite=case.suite,
+            suite_file=case.suite_file,
+            name=case.name,
+            index=case.index,
+            status=Status.ERROR,
+            reason=message.splitlines()[0] if message else "error",
+            thresholds=case.thresholds,
+            requested=case.requested,
+            effective=case.effective,
+            notes=case.notes,
+            paths=CasePaths(baseline_source=case.baseline),
+            error=message,
+        )
+
+    def _record(self, result: CaseResult) -> None:
+        self.results.append(result)
+        write_json(self.options.out_dir / "results.json", self._run_info(complete=False), self.results)
+
+    def _run_info(self, complete: bool) -> RunInfo:
+        device_info = self._engine.describe() if self._engine is not None else {"device": self.options.device}
+        return RunInfo(
+            started=self.started,
+            finished=_now() if complete else None,
+            complete=complete,
+            device=self.options.device,
+            base_model_override=self.options.base_model,
+            environment=fingerprint(device_info),
+            command=self.options.command,
+        )
+
+    def _case_dir(self, case: Case) -> Path:
+        folder = self.options.out_dir / "cases" / safe_name(case.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _rel(self, path: Path) -> str:
+        return os.path.relpath(path, self.options.out_dir)
+
+
+def safe_name(text: str) -> str:
+    """A folder name made of letters, digits, '-', '_' and '.', never '..' or empty."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip(".")
+    return name or "_"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,296 @@
+"""The bundled tiny model: Qwen-Image-Edit-2511's real classes at tiny sizes, built offline and seeded.
+
+`ensure_tiny()` builds it once into a cache folder (byte-for-byte the same for the same library versions)
+and returns that diffusers folder; it is then loaded by the same code as a real checkpoint. Random weights
+make prompt, control images and CFG move the pixels by less than one level, so a few gains are raised after
+initialisation (see `_raise_gains`); `tests/test_tiny.py` measures that each input still moves the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TINY_RECIPE = 1  # bump when anything below changes what gets built
+
+# Qwen2.5-VL special tokens, in the order the real vocabulary has them (after the byte-level BPE tokens).
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# The prompt template of QwenImageEditPlusPipeline; the BPE merges are learnt on it so that the system part
+# is 64 tokens long, as with the real tokenizer (the pipeline drops exactly 64 tokens).
+_TEMPLATE = (
+    "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, objects, "
+    "background), then explain how the user's text instruction should alter or modify the image. Generate a new "
+    "image that meets the user's requirements while maintaining consistency with the original input where "
+    "appropriate.<|im_end|>\n<|im_start|>user\n"
+)
+_CORPUS = (
+    _TEMPLATE,
+    "Picture 1: Picture 2: Picture 3: <|im_end|>\n<|im_start|>assistant\n",
+    "put the hat on the person, make the sky red blue green yellow, a photo of a cat dog house tree car, "
+    "turn it into a drawing painting sketch, add remove replace change the background colour style",
+)
+# Pre-tokenizer regex of the Qwen2 tokenizer (tokenizer.json of Qwen2.5-VL).
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+TEXT_HIDDEN = 32
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The scheduler config of Qwen/Qwen-Image-Edit-2511 (the same numbers ai-toolkit hard-codes for Qwen-Image).
+SCHEDULER_CONFIG = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+TRANSFORMER_CONFIG = {
+    "patch_size": 2,
+    "in_channels": 64,
+    "out_channels": 16,
+    "num_layers": 2,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": TEXT_HIDDEN,
+    "axes_dims_rope": (4, 6, 6),
+    "zero_cond_t": True,
+}
+
+QK_NORM_GAIN = 8.0  # sharper attention, so text and control tokens are attended to
+MODULATION_GAIN = 8.0  # larger adaLN gates, so every block changes the residual stream
+
+LORA_RANK = 4
+LORA_TARGETS = (
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "img_mlp.net.0.proj",
+    "img_mlp.net.2",
+    "txt_mlp.net.0.proj",
+    "txt_mlp.net.2",
+    "img_mod.1",
+    "txt_mod.1",
+)
+
+
+def cache_root() -> Path:
+    """Where built models live: $PARITY_CACHE, else ~/.cache/parity."""
+    return Path(os.environ.get("PARITY_CACHE") or Path.home() / ".cache" / "parity")
+
+
+def tiny_key() -> str:
+    """Build fingerprint: recipe version and the versions of the libraries that write the files."""
+    import diffusers
+    import tokenizers
+    import transformers
+
+    text = json.dumps([TINY_RECIPE, torch.__version__, diffusers.__version__, transformers.__version__, tokenizers.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def ensure_tiny(root: Path | None = None) -> Path:
+    """The tiny model's diffusers folder, built on first use (safe against concurrent builders)."""
+    root = root or cache_root()
+    target = root / f"tiny-qwen-image-edit-2511-r{TINY_RECIPE}-{tiny_key()}"
+    if (target / "model_index.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
+    try:
+        build_tiny(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_tokenizer():
+    """A byte-level BPE Qwen2 tokenizer learnt offline on the prompt template, with Qwen2.5-VL's special tokens."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    learner = Tokenizer(models.BPE())
+    learner.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    learner.train_from_iterator(list(_CORPUS), trainer)
+    learnt = json.loads(learner.to_str())["model"]
+    tokenizer = Qwen2Tokenizer(vocab=learnt["vocab"], merges=[tuple(m) for m in learnt["merges"]])
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
+    return tokenizer
+
+
+def build_processor(tokenizer):
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    common = dict(patch_size=14, temporal_patch_size=2, merge_size=2, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD))
+    images = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, **common)
+    videos = Qwen2VLVideoProcessor(**common)
+    return Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=videos)
+
+
+def build_text_encoder(tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            rope_scaling={"mrope_section": [2, 3, 3], "rope_type": "default", "type": "default"},
+            rope_theta=1000000.0,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=4096,
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=TEXT_HIDDEN,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        vision_token_id=ids["<|vision_pad|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def build_transformer(raise_gains: bool = True):
+    """The tiny QwenImageTransformer2DModel (2511 layout: zero_cond_t on); gains raised unless asked not to."""
+    from diffusers import QwenImageTransformer2DModel
+
+    model = QwenImageTransformer2DModel(**TRANSFORMER_CONFIG)
+    if raise_gains:
+        _raise_gains(model)
+    return model
+
+
+def _raise_gains(model) -> None:
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(("attn.norm_q", "attn.norm_k", "attn.norm_added_q", "attn.norm_added_k")):
+                module.weight.mul_(QK_NORM_GAIN)
+            if name.endswith(("img_mod.1", "txt_mod.1")):
+                module.weight.mul_(MODULATION_GAIN)
+                module.bias.mul_(MODULATION_GAIN)
+
+
+def build_vae():
+    from diffusers import AutoencoderKLQwenImage
+
+    # Real latent channels (16), 8x compression, the real latent statistics (the class defaults).
+    return AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
+
+
+def build_tiny(dest: Path) -> None:
+    """Build every component from fixed seeds and save the pipeline as a diffusers folder at `dest`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
+
+    with torch.random.fork_rng(devices=[]):
+        tokenizer = build_tokenizer()
+        processor = build_processor(tokenizer)
+        torch.manual_seed(0)
+        text_encoder = build_text_encoder(tokenizer)
+        torch.manual_seed(1)
+        transformer = build_transformer()
+        torch.manual_seed(2)
+        vae = build_vae()
+    scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
+    pipe = QwenImageEditPlusPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, processor=processor, transformer=transformer
+    )
+    pipe.save_pretrained(str(dest), safe_serialization=True)
+
+
+def tiny_lora_tensors(seed: int = 1234) -> dict[str, torch.Tensor]:
+    """A rank-4 LoRA on every linear of the tiny transformer's blocks, in ai-toolkit's key format and dtype."""
+    with torch.device("meta"):
+        transformer = build_transformer(raise_gains=False)
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for block_index in range(len(transformer.transformer_blocks)):
+        block = transformer.transformer_blocks[block_index]
+        for target in LORA_TARGETS:
+            linear = block.get_submodule(target)
+            down = torch.randn(LORA_RANK, linear.in_features, generator=generator) / linear.in_features**0.5
+            up = torch.randn(linear.out_features, LORA_RANK, generator=generator) * 0.5 / LORA_RANK**0.5
+            prefix = f"diffusion_model.transformer_blocks.{block_index}.{target}"
+            tensors[f"{prefix}.lora_A.weight"] = down.to(torch.float16)
+            tensors[f"{prefix}.lora_B.weight"] = up.to(torch.float16)
+    return tensors
+
+
+def write_tiny_lora(path: str | Path) -> Path:
+    """Write the tiny LoRA as an ai-toolkit-style .safetensors file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tiny_lora_tensors(), str(path), metadata={"format": "pt", "parity": f"tiny lora r{TINY_RECIPE}"})
+    return path
