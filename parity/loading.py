@@ -58,7 +58,7 @@ def load_pipeline(base_model: str, base_dir: str, device: str):
     source = locate(base_model, base_dir)
     try:
         pipe = QwenImageEditPlusPipeline.from_pretrained(source, dtype=dtype_for(device), local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         where = "folder" if os.path.isdir(source) else "HF id (looked up in the local cache only)"
         raise ModelLoadError(
             f"cannot load base model {base_model!r} as a {where}: {str(exc).splitlines()[0]}",
@@ -76,7 +76,7 @@ def lora_module_names(path: str) -> set[str]:
 
     names = set()
     with safe_open(path, framework="pt") as fh:
-        for key in fh.keys():
+        for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
             for suffix in _LORA_SUFFIXES:
                 if key.endswith(suffix):
                     name = key[: -len(suffix)]
@@ -161,6 +161,12 @@ class FusedLora:
         return _Pristine(weights, biases)
 
     def _restore(self) -> None:
+        """Back to the state right after loading: pristine base weights and PEFT's own scaling (alpha / r).
+
+        diffusers' fuse_lora(lora_scale=s) multiplies each layer's PEFT scaling by s in place and unfuse_lora()
+        does not undo it, so unfuse -> fuse(t) fuses at s*t (t == 1.0: still at s). Resetting the scaling here
+        is what makes a later fuse equal a fresh one.
+        """
         self.pipe.unfuse_lora()
         assert self._pristine is not None
         for name, module in self._wrapped().items():
@@ -168,6 +174,7 @@ class FusedLora:
             base.weight.data.copy_(self._pristine.weights[name])
             if name in self._pristine.biases:
                 base.bias.data.copy_(self._pristine.biases[name])
+            module.unscale_layer()
         self.scale = None
 
     def _drop(self) -> None:

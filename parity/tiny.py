@@ -48,8 +48,10 @@ _TEMPLATE = (
 _CORPUS = (
     _TEMPLATE,
     "Picture 1: Picture 2: Picture 3: <|im_end|>\n<|im_start|>assistant\n",
-    "put the hat on the person, make the sky red blue green yellow, a photo of a cat dog house tree car, "
-    "turn it into a drawing painting sketch, add remove replace change the background colour style",
+    (
+        "put the hat on the person, make the sky red blue green yellow, a photo of a cat dog house tree car, "
+        "turn it into a drawing painting sketch, add remove replace change the background colour style"
+    ),
 )
 # Pre-tokenizer regex of the Qwen2 tokenizer (tokenizer.json of Qwen2.5-VL).
 _QWEN2_SPLIT = (
@@ -173,7 +175,13 @@ def build_tokenizer():
 def build_processor(tokenizer):
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    common = dict(patch_size=14, temporal_patch_size=2, merge_size=2, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD))
+    common = {
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": list(IMAGE_MEAN),
+        "image_std": list(IMAGE_STD),
+    }
     images = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, **common)
     videos = Qwen2VLVideoProcessor(**common)
     return Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=videos)
@@ -184,32 +192,32 @@ def build_text_encoder(tokenizer):
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
-        text_config=dict(
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            rope_scaling={"mrope_section": [2, 3, 3], "rope_type": "default", "type": "default"},
-            rope_theta=1000000.0,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=4096,
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=TEXT_HIDDEN,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[1],
-        ),
+        text_config={
+            "hidden_size": TEXT_HIDDEN,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "rope_scaling": {"mrope_section": [2, 3, 3], "rope_type": "default", "type": "default"},
+            "rope_theta": 1000000.0,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 4096,
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -251,7 +259,9 @@ def build_vae():
 def build_tiny(dest: Path) -> None:
     """Build every component from fixed seeds and save the pipeline as a diffusers folder at `dest`."""
     from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
     with torch.random.fork_rng(devices=[]):
         tokenizer = build_tokenizer()
         processor = build_processor(tokenizer)

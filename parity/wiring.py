@@ -21,6 +21,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from .denoise import Embeddings, StageTimer, generate, to_uint8
+from .errors import CaseRunError
 from .resolve import server_condition_size
 
 
@@ -93,6 +94,12 @@ class ReferenceWiring:
                 timer=timer,
                 latent_cache=self.latent_cache,
             )
+            if not torch.isfinite(decoded).all():
+                raise CaseRunError(
+                    f"the output holds NaN or infinite values ({request.steps} step(s), {request.width}x{request.height})",
+                    "with this scheduler config (shift_terminal) a single step divides by zero: use at least 2 steps; "
+                    "otherwise check the LoRA and the base model for NaN weights",
+                )
             with timer("postprocess"):
                 image = to_uint8(self.pipe, decoded)
         return Rendered(image=image, decoded=decoded, timings=dict(timer.seconds))

@@ -1,0 +1,115 @@
+"""The bundled tiny model: real classes, offline, byte-for-byte reproducible, and sensitive to every input."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import INPUTS, TINY_LORA
+from diffusers import FlowMatchEulerDiscreteScheduler
+from safetensors.torch import load_file
+
+from parity.denoise import StageTimer, generate, to_uint8
+from parity.images import open_rgb
+from parity.loading import FusedLora, load_pipeline
+from parity.tiny import build_tiny, build_tokenizer, ensure_tiny, tiny_lora_tensors
+from parity.wiring import condition_tensor, encode
+
+
+def digests(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_build_is_byte_for_byte_reproducible(tmp_path):
+    build_tiny(tmp_path / "a")
+    build_tiny(tmp_path / "b")
+    a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
+    assert a == b
+    assert "transformer/diffusion_pytorch_model.safetensors" in a and "tokenizer/tokenizer.json" in a
+
+
+def test_cached_model_has_the_real_classes_and_2511_layout(tiny_pipe):
+    folder = ensure_tiny()
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "QwenImageEditPlusPipeline"
+    assert index["transformer"] == ["diffusers", "QwenImageTransformer2DModel"]
+    assert index["vae"] == ["diffusers", "AutoencoderKLQwenImage"]
+    assert index["text_encoder"] == ["transformers", "Qwen2_5_VLForConditionalGeneration"]
+    assert index["processor"][1] == "Qwen2VLProcessor"
+    assert tiny_pipe.transformer.config.zero_cond_t is True
+    assert tiny_pipe.vae.config.z_dim == 16 and tiny_pipe.vae_scale_factor == 8
+    assert tiny_pipe.scheduler.config.max_shift == 0.9 and tiny_pipe.scheduler.config.shift_terminal == 0.02
+
+
+def test_tokenizer_drops_exactly_the_system_prompt():
+    tok = build_tokenizer()
+    system = (
+        "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, objects, "
+        "background), then explain how the user's text instruction should alter or modify the image. Generate a new "
+        "image that meets the user's requirements while maintaining consistency with the original input where "
+        "appropriate.<|im_end|>\n<|im_start|>user\n"
+    )
+    assert len(tok(system)["input_ids"]) == 64  # the pipeline's prompt_template_encode_start_idx
+    for special in ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_end|>"):
+        assert len(tok(special)["input_ids"]) == 1
+
+
+def test_committed_tiny_lora_is_the_generated_one():
+    committed = load_file(str(TINY_LORA))
+    fresh = tiny_lora_tensors()
+    assert committed.keys() == fresh.keys()
+    assert all(torch.equal(committed[k], fresh[k]) for k in fresh)
+    assert all(k.startswith("diffusion_model.transformer_blocks.") for k in fresh)
+    assert len(fresh) == 2 * 14 * 2  # two blocks, 14 linears each, lora_A and lora_B
+    assert {t.dtype for t in fresh.values()} == {torch.float16}
+
+
+@pytest.fixture(scope="module")
+def lora_pipe():
+    pipe = load_pipeline("tiny", ".", "cpu")
+    lora = FusedLora(pipe)
+    lora.apply(str(TINY_LORA), 1.0)
+    return pipe, lora
+
+
+def test_every_input_moves_the_output_by_at_least_one_level(lora_pipe, record_property):
+    """Sensitivity of the tiny model: mean |difference| in 0..255 levels when one input changes."""
+    pipe, lora = lora_pipe
+    A, B, C, D = (open_rgb(INPUTS / f"{n}.png", n) for n in ("person", "hat", "square", "landscape"))
+    cache: dict = {}
+    device, dtype = pipe._execution_device, pipe.transformer.dtype
+
+    def run(prompt="put the hat on the person", imgs=(A, B, C), cfg=4.0, renorm=True, scheduler=None):
+        with torch.inference_mode():
+            tensors = [condition_tensor(i, device, dtype) for i in imgs]
+            cond, uncond = encode(pipe, prompt, tensors, device), encode(pipe, "", tensors, device)
+            decoded = generate(
+                pipe, list(imgs), cond, uncond, width=64, height=64, steps=3, true_cfg_scale=cfg,
+                generator=torch.Generator("cpu").manual_seed(3), timer=StageTimer(device), cfg_renorm=renorm,
+                scheduler=scheduler, latent_cache=cache,
+            )
+        return to_uint8(pipe, decoded).astype(np.float64)
+
+    base = run()
+    shifted = dict(pipe.scheduler.config, base_shift=1.0, max_shift=1.5)
+    variants = {
+        "prompt": lambda: run(prompt="make the sky red"),
+        "control image 1": lambda: run(imgs=(D, B, C)),
+        "control image 2": lambda: run(imgs=(A, D, C)),
+        "control image 3": lambda: run(imgs=(A, B, D)),
+        "CFG scale 4 -> 2.5": lambda: run(cfg=2.5),
+        "CFG renormalisation off": lambda: run(renorm=False),
+        "scheduler shift (mu from base 1.0 / max 1.5)": lambda: run(scheduler=FlowMatchEulerDiscreteScheduler.from_config(shifted)),
+    }
+    figures = {name: float(np.abs(make() - base).mean()) for name, make in variants.items()}
+    lora.apply(str(TINY_LORA), 0.5)
+    try:
+        figures["LoRA scale 1.0 -> 0.5"] = float(np.abs(run() - base).mean())
+    finally:
+        lora.apply(str(TINY_LORA), 1.0)
+    assert np.array_equal(run(), base)  # back at 1.0: bit-identical again
+    for name, value in figures.items():
+        record_property(name, round(value, 3))
+        print(f"sensitivity {name}: {value:.2f} levels")
+    assert all(value >= 1.0 for value in figures.values()), figures
