@@ -88,17 +88,9 @@ def _run(args) -> int:
             session.add_invalid_file(load.path, load.error)
     cases = [case for load in loads for case in load.cases]
     start = time.perf_counter()
-    complete = False
-    try:
-        for case in _progress(cases):
-            result = session.run_case(case)
-            if result.status is not Status.PASS:
-                print(f"{result.status.value.upper():5} {result.id}: {result.reason}", file=sys.stderr)
-        complete = True
-    except KeyboardInterrupt:
-        print("parity: interrupted; writing the report of the finished cases", file=sys.stderr)
-    finally:
-        paths = session.finish(complete=complete)
+    complete, paths = session.run_all(cases, progress=_progress, on_result=_print_problem)
+    if not complete:
+        print("parity: interrupted; the report holds the finished cases", file=sys.stderr)
     tally = counts(session.results)
     print(
         f"parity: {tally['pass']} passed, {tally['fail']} failed, {tally['error']} errors "
@@ -109,6 +101,11 @@ def _run(args) -> int:
     if any(load.error is not None for load in loads):
         return EXIT_USAGE
     return EXIT_OK if tally["fail"] == tally["error"] == 0 else EXIT_FAILED
+
+
+def _print_problem(result) -> None:
+    if result.status is not Status.PASS:
+        print(f"{result.status.value.upper():5} {result.id}: {result.reason}", file=sys.stderr)
 
 
 def _progress(cases):

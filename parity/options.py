@@ -21,7 +21,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("out", "folder for results.json, index.html and the case images", "reports/latest", metavar="DIR"),
     Option(
         "device",
-        "cpu (float32) or cuda[:N] (bf16, as the reference server runs); default cpu",
+        "cpu (float32) or cuda[:N] (bf16, as the reference server runs)",
         "cpu",
         metavar="DEVICE",
     ),
@@ -77,7 +77,7 @@ def add_pytest_options(parser) -> None:
             parser.addini(ini, opt.help, default=opt.default)
 
 
-def pytest_value(config, name: str) -> object:
+def option_value(config, name: str) -> object:
     """A plugin option: the command line wins over the ini file, which wins over the default."""
     dest = "parity_" + name.replace("-", "_")
     value = config.getoption(dest)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .errors import CaseFileError
-from .options import add_pytest_options, check_device, pytest_value
+from .options import add_pytest_options, check_device, option_value
 from .resolve import Case
 from .results import CaseResult, Status
 from .suite import CASE_SUFFIXES, load_cases
@@ -65,17 +65,17 @@ class PytestParity:
         if self._session is None:
             from .session import ParitySession, RunOptions
 
-            out = Path(str(pytest_value(self.config, "out")))
+            out = Path(str(option_value(self.config, "out")))
             worker = getattr(self.config, "workerinput", {}).get("workerid")
             if worker:
                 out = out / worker
-            device = check_device(str(pytest_value(self.config, "device")))
+            device = check_device(str(option_value(self.config, "device")))
             self._session = ParitySession(
                 RunOptions(
                     out_dir=out if out.is_absolute() else self.config.rootpath / out,
                     device=device,
-                    base_model=pytest_value(self.config, "base-model") or None,
-                    update=bool(pytest_value(self.config, "update")),
+                    base_model=option_value(self.config, "base-model") or None,
+                    update=bool(option_value(self.config, "update")),
                     command="pytest " + " ".join(self.config.invocation_params.args),
                 )
             )
@@ -125,11 +125,11 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         result = self.config.stash[PARITY_KEY].session.run_case(self.case)
         if result.status is not Status.PASS:
-            raise CaseNotPassed(result)
+            raise CaseNotPassed(result, self.config.stash[PARITY_KEY].session.options.out_dir)
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CaseNotPassed):
-            return describe_failure(excinfo.value.result)
+            return describe_failure(excinfo.value.result, excinfo.value.out_dir)
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
@@ -141,12 +141,13 @@ class InvalidCaseFile(Exception):
 
 
 class CaseNotPassed(Exception):
-    def __init__(self, result: CaseResult):
+    def __init__(self, result: CaseResult, out_dir: Path):
         self.result = result
+        self.out_dir = out_dir
         super().__init__(result.reason)
 
 
-def describe_failure(result: CaseResult) -> str:
+def describe_failure(result: CaseResult, out_dir: Path) -> str:
     """The failure text: verdict, every metric against its threshold, every image path."""
     lines = [f"{result.status.value.upper()}: {result.id}: {result.reason}"]
     if result.metrics is not None and result.thresholds is not None:
@@ -165,8 +166,9 @@ def describe_failure(result: CaseResult) -> str:
     for label, value in (
         ("case file", result.suite_file),
         ("baseline", result.paths.baseline_source),
-        ("output", result.paths.output),
-        ("diff", result.paths.diff),
+        ("output", result.paths.output and out_dir / result.paths.output),
+        ("diff", result.paths.diff and out_dir / result.paths.diff),
+        ("report", out_dir / "index.html"),
     ):
         if value:
             lines.append(f"  {label}: {value}")

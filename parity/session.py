@@ -59,12 +59,26 @@ class ParitySession:
             result = self._run(case)
         except ParityError as exc:
             result = self._error(case, str(exc))
-        except Exception as exc:  # one broken case never stops the suite; the traceback is kept for the report
+        except Exception as exc:  # noqa: BLE001 (one broken case never stops the suite; the traceback is kept)
             detail = "".join(traceback.format_exception(exc))
             result = self._error(case, f"{type(exc).__name__}: {exc}\n{detail}")
         result.timings["total"] = time.perf_counter() - start
         self._record(result)
         return result
+
+    def run_all(self, cases: list[Case], progress=iter, on_result=None) -> tuple[bool, ReportPaths]:
+        """Run cases in order; Ctrl-C stops between cases. The report is written either way (marked incomplete
+        when interrupted). Returns (complete, report paths)."""
+        complete = False
+        try:
+            for case in progress(cases):
+                result = self.run_case(case)
+                if on_result is not None:
+                    on_result(result)
+            complete = True
+        except KeyboardInterrupt:
+            pass
+        return complete, self.finish(complete=complete)
 
     def add_invalid_file(self, path: Path, error: CaseFileError) -> CaseResult:
         """An unusable case file becomes one error row; the other files still run."""

@@ -1,0 +1,16 @@
+"""The README's case-file reference is generated from the schema and must match it."""
+
+from conftest import REPO
+
+from parity.docs import readme_options_section, readme_section, replace_section
+
+
+def test_readme_tables_match_the_schema_and_the_options():
+    readme = (REPO / "README.md").read_text()
+    assert readme_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
+    assert readme_options_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
+
+
+def test_replace_section_is_idempotent():
+    readme = (REPO / "README.md").read_text()
+    assert replace_section(readme) == replace_section(replace_section(readme))

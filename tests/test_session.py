@@ -1,0 +1,97 @@
+"""A run end to end on the tiny model: baselines written then matched, errors kept to their case, the report."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from parity.results import Status
+from parity.session import ParitySession, RunOptions, safe_name
+from parity.suite import load_cases
+
+SUITE = """
+base_model: tiny
+loras: [{path: loras/tiny.safetensors}]
+sample:
+  width: 64
+  height: 64
+  sample_steps: 2
+  guidance_scale: 4
+  neg: ""
+  walk_seed: true
+  seed: 10
+  samples:
+    - {name: a, prompt: "a hat", ctrl_img_1: inputs/square.png}
+    - {name: b, prompt: "a <script>alert(1)</script> hat", ctrl_img_1: inputs/square.png, network_multiplier: 0.5}
+"""
+
+
+def run(cases, out, update=False):
+    session = ParitySession(RunOptions(out_dir=out, update=update))
+    results = [session.run_case(c) for c in cases]
+    paths = session.finish()
+    return results, paths
+
+
+def test_first_run_writes_baselines_and_fails_then_passes(write_case, workdir):
+    cases = load_cases(write_case(SUITE))
+    first, _ = run(cases, workdir / "out1")
+    assert [r.status for r in first] == [Status.FAIL, Status.FAIL]
+    assert all("baseline was missing" in r.reason for r in first)
+    assert (workdir / "baselines" / "suite" / "a.png").is_file()
+
+    second, paths = run(cases, workdir / "out2")
+    assert [r.status for r in second] == [Status.PASS, Status.PASS]
+    assert second[0].metrics.ssim == 1.0 and second[0].metrics.max_abs_diff == 0
+    data = json.loads(paths.results_json.read_text())
+    assert data["schema_version"] == 1 and data["run"]["complete"] is True
+    assert data["counts"] == {"pass": 2, "fail": 0, "error": 0}
+    case = data["cases"][0]
+    assert case["status"] == "pass" and case["metrics"]["psnr"] == "inf"
+    assert case["effective"]["seed"] == 10 and data["cases"][1]["effective"]["lora_scale"] == 0.5
+    for key in ("output", "baseline", "diff"):
+        assert (paths.results_json.parent / case["paths"][key]).is_file()
+    assert {"model_load", "text_encode", "vae_encode", "denoise", "decode", "compare", "total"} <= case["timings"].keys()
+    html = paths.index_html.read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_changed_baseline_fails_with_metrics_and_update_rewrites_it(write_case, workdir):
+    cases = load_cases(write_case(SUITE))[:1]
+    run(cases, workdir / "out1")
+    baseline = workdir / "baselines" / "suite" / "a.png"
+    pixels = np.asarray(Image.open(baseline)).copy()
+    pixels[:32] = 255 - pixels[:32]
+    Image.fromarray(pixels).save(baseline)
+
+    (result,), _ = run(cases, workdir / "out2")
+    assert result.status is Status.FAIL and result.metrics.ssim < 0.9 and "SSIM" in result.reason
+    assert (workdir / "out2" / result.paths.diff).is_file()
+    assert np.array_equal(np.asarray(Image.open(baseline)), pixels)  # not rewritten without asking
+
+    (result,), _ = run(cases, workdir / "out3", update=True)
+    assert result.status is Status.FAIL and "rewritten" in result.reason
+    (result,), _ = run(cases, workdir / "out4")
+    assert result.status is Status.PASS
+
+
+def test_one_broken_case_does_not_stop_the_suite(write_case, workdir):
+    cases = load_cases(write_case(SUITE))
+    (workdir / "cases" / "inputs" / "square.png").write_bytes(b"")  # both cases use it; break it after loading
+    results, paths = run(cases, workdir / "out")
+    assert [r.status for r in results] == [Status.ERROR, Status.ERROR]
+    assert "control image 1 cannot be read" in results[0].reason
+    assert paths.index_html.is_file()
+
+
+def test_case_folders_never_escape_the_output_folder():
+    assert safe_name("../../etc/passwd") == "_.._etc_passwd"
+    assert "/" not in safe_name("suite::a/b") and safe_name("..") == "_"
+
+
+def test_a_nan_output_is_an_error_row_not_a_baseline(write_case, workdir):
+    # One step with the Qwen scheduler config (shift_terminal 0.02) divides zero by zero: NaN latents.
+    cases = load_cases(write_case(SUITE.replace("sample_steps: 2", "sample_steps: 1")))[:1]
+    (result,), _ = run(cases, workdir / "out")
+    assert result.status is Status.ERROR and "NaN" in result.reason and "at least 2 steps" in result.error
+    assert not (workdir / "baselines" / "suite" / "a.png").exists()
