@@ -100,35 +100,28 @@ def generate(
     attention_kwargs: dict = {}
     scheduler.set_begin_index(0)
 
+    def predict(context: str, prompt_embeds, prompt_mask, model_input, timestep, tokens: int) -> torch.Tensor:
+        """One transformer pass, as the stock loop makes it, cut to the output image's tokens."""
+        with pipe.transformer.cache_context(context):
+            out = pipe.transformer(
+                hidden_states=model_input,
+                timestep=timestep / 1000,
+                guidance=None,
+                encoder_hidden_states_mask=prompt_mask,
+                encoder_hidden_states=prompt_embeds,
+                img_shapes=img_shapes,
+                attention_kwargs=attention_kwargs,
+                return_dict=False,
+            )[0]
+        return out[:, :tokens]
+
     with timer("denoise"):
         for t in timesteps:
             model_input = latents if image_latents is None else torch.cat([latents, image_latents], dim=1)
             timestep = t.expand(latents.shape[0]).to(latents.dtype)
-            with pipe.transformer.cache_context("cond"):
-                noise_pred = pipe.transformer(
-                    hidden_states=model_input,
-                    timestep=timestep / 1000,
-                    guidance=None,
-                    encoder_hidden_states_mask=mask,
-                    encoder_hidden_states=embeds,
-                    img_shapes=img_shapes,
-                    attention_kwargs=attention_kwargs,
-                    return_dict=False,
-                )[0]
-                noise_pred = noise_pred[:, : latents.size(1)]
+            noise_pred = predict("cond", embeds, mask, model_input, timestep, latents.size(1))
             if do_cfg:
-                with pipe.transformer.cache_context("uncond"):
-                    neg_pred = pipe.transformer(
-                        hidden_states=model_input,
-                        timestep=timestep / 1000,
-                        guidance=None,
-                        encoder_hidden_states_mask=neg_mask,
-                        encoder_hidden_states=neg_embeds,
-                        img_shapes=img_shapes,
-                        attention_kwargs=attention_kwargs,
-                        return_dict=False,
-                    )[0]
-                neg_pred = neg_pred[:, : latents.size(1)]
+                neg_pred = predict("uncond", neg_embeds, neg_mask, model_input, timestep, latents.size(1))
                 combined = neg_pred + true_cfg_scale * (noise_pred - neg_pred)
                 if cfg_renorm:
                     cond_norm = torch.norm(noise_pred, dim=-1, keepdim=True)

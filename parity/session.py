@@ -132,21 +132,13 @@ class ParitySession:
         else:
             status, reason = Status.FAIL, comparison.summary()
         return CaseResult(
-            id=case.id,
-            suite=case.suite,
-            suite_file=case.suite_file,
-            name=case.name,
-            index=case.index,
+            **_case_fields(case),
             status=status,
             reason=reason,
             metrics=comparison.metrics,
-            thresholds=case.thresholds,
             violations=comparison.violations,
             output_size=comparison.output_size,
             baseline_size=comparison.baseline_size,
-            requested=case.requested,
-            effective=case.effective,
-            notes=case.notes,
             paths=CasePaths(
                 output=self._rel(folder / "output.png"),
                 baseline=self._rel(kept),
@@ -159,17 +151,9 @@ class ParitySession:
 
     def _error(self, case: Case, message: str) -> CaseResult:
         return CaseResult(
-            id=case.id,
-            suite=case.suite,
-            suite_file=case.suite_file,
-            name=case.name,
-            index=case.index,
+            **_case_fields(case),
             status=Status.ERROR,
             reason=message.splitlines()[0] if message else "error",
-            thresholds=case.thresholds,
-            requested=case.requested,
-            effective=case.effective,
-            notes=case.notes,
             paths=CasePaths(baseline_source=case.baseline),
             error=message,
         )
@@ -197,6 +181,21 @@ class ParitySession:
 
     def _rel(self, path: Path) -> str:
         return os.path.relpath(path, self.options.out_dir)
+
+
+def _case_fields(case: Case) -> dict:
+    """What a result repeats of its case."""
+    return {
+        "id": case.id,
+        "suite": case.suite,
+        "suite_file": case.suite_file,
+        "name": case.name,
+        "index": case.index,
+        "thresholds": case.thresholds,
+        "requested": case.requested,
+        "effective": case.effective,
+        "notes": case.notes,
+    }
 
 
 def safe_name(text: str) -> str:

@@ -5,9 +5,9 @@ Skipped without a CUDA device; run on a GPU machine with `pytest -m gpu`.
 
 import pytest
 import torch
-
 from conftest import INPUTS, TINY_LORA
 from oracle import server_generate
+
 from parity.images import open_rgb
 from parity.loading import FusedLora, load_pipeline
 from parity.wiring import ReferenceWiring, Request
