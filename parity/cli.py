@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check case files without running them")
     validate.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
     sub.add_parser("fields", help="print the case-file reference (markdown, generated from the schema)")
+    draw = sub.add_parser(
+        "draw-previews",
+        help="render each sample with the trainer's (preview) wiring and save it at its baseline path, as "
+        "ai-toolkit saves previews (for building preview suites from the tiny model)",
+    )
+    draw.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
+    draw.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    draw.add_argument("--force", action="store_true", help="overwrite existing files")
     tiny = sub.add_parser("tiny", help="build the bundled tiny model (cached) and print its folder")
     tiny.add_argument("--lora", metavar="PATH", help="also write the tiny ai-toolkit-format LoRA to PATH")
     return parser
@@ -35,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "fields": _fields, "tiny": _tiny}[args.command](args)
+        commands = {"run": _run, "validate": _validate, "fields": _fields, "tiny": _tiny, "draw-previews": _draw}
+        return commands[args.command](args)
     except ParityError as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -77,6 +86,7 @@ def _run(args) -> int:
             device=args.device,
             base_model=args.base_model,
             update=args.update,
+            diagnose=args.diagnose,
             command="parity " + " ".join(sys.argv[1:]),
         )
     )
@@ -114,6 +124,20 @@ def _progress(cases):
     except ImportError:  # tqdm comes with transformers; without it, no bar
         return cases
     return tqdm(cases, desc="parity", unit="case", disable=None, file=sys.stderr, leave=False)
+
+
+def _draw(args) -> int:
+    from .engine import Engine
+    from .previews import draw_previews
+    from .resolve import resolve_suite
+    from .schema import load_suite
+
+    engine = Engine(check_device(args.device))
+    for path in discover(args.paths):
+        # the previews are what this writes, so the check that they exist is skipped
+        for written in draw_previews(resolve_suite(load_suite(path)), engine, force=args.force):
+            print(written)
+    return EXIT_OK
 
 
 def _fields(args) -> int:

@@ -64,6 +64,7 @@ def generate(
     cfg_renorm: bool = True,
     scheduler=None,
     latent_cache: dict | None = None,
+    cache_tag: tuple = (),
 ) -> torch.Tensor:
     """Decoded image tensor [1, 3, H, W] in [-1, 1], as `pipe(image=..., prompt_embeds=..., ...)` makes it."""
     from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import calculate_shift, retrieve_timesteps
@@ -82,7 +83,7 @@ def generate(
             prompt=None, prompt_embeds=uncond.embeds, prompt_embeds_mask=uncond.mask, device=device, num_images_per_prompt=1
         )
     with timer("vae_encode"):
-        vae_sizes, image_latents = control_latents(pipe, images, embeds.dtype, device, latent_cache)
+        vae_sizes, image_latents = control_latents(pipe, images, embeds.dtype, device, latent_cache, cache_tag)
     latents = initial_noise(pipe, width, height, embeds.dtype, device, generator)
     scale = pipe.vae_scale_factor * 2
     img_shapes = [[(1, height // scale, width // scale), *[(1, h // scale, w // scale) for w, h in vae_sizes]]]
@@ -136,12 +137,13 @@ def generate(
 
 
 def control_latents(
-    pipe, images: list[Image.Image], dtype: torch.dtype, device: torch.device, cache: dict | None
+    pipe, images: list[Image.Image], dtype: torch.dtype, device: torch.device, cache: dict | None, tag: tuple = ()
 ) -> tuple[list[tuple[int, int]], torch.Tensor | None]:
     """VAE sizes and packed latents of the control images, as `prepare_latents` makes them.
 
     Each image is resized to ~1 MP by the pipeline's image processor and encoded with the latent mode (no
-    sampling, so no generator draw). `cache` maps (image content, size, dtype, device) to packed latents.
+    sampling, so no generator draw). `cache` maps (image content, size, dtype, device, tag) to packed latents;
+    the tag names anything else that changes the encoding (VAE tiling).
     """
     from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import VAE_IMAGE_SIZE, calculate_dimensions
 
@@ -149,7 +151,7 @@ def control_latents(
     for img in images:
         vae_w, vae_h = calculate_dimensions(VAE_IMAGE_SIZE, img.size[0] / img.size[1])
         sizes.append((vae_w, vae_h))
-        key = (image_digest(img), vae_w, vae_h, dtype, str(device))
+        key = (image_digest(img), vae_w, vae_h, dtype, str(device), tag)
         if cache is not None and key in cache:
             packed.append(cache[key])
             continue

@@ -1,6 +1,6 @@
-"""Runtime for a run: loads each base model once, sets its LoRA state per case, renders with the wiring.
+"""Runtime for a run: loads each base model once, sets its LoRA state per case, renders a case with a wiring.
 
-This is the only bridge from the pure side (cases) to torch; the session imports it lazily.
+This is the only bridge from the pure side (cases, knobs) to torch; the session imports it lazily.
 """
 
 from __future__ import annotations
@@ -11,19 +11,22 @@ import time
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
-from .images import open_rgb
-from .loading import FusedLora, dtype_for, load_pipeline, locate
+from .images import encode_output, open_rgb
+from .knobs import Knob, RuntimeFacts, Wiring, preview_wiring, reference_wiring, scheduler_items
+from .loading import dtype_for, load_pipeline, locate
+from .lora import LoraState
 from .resolve import Case
-from .wiring import ReferenceWiring, Rendered, Request
+from .wiring import Rendered, Renderer, RenderKnobs, Request
 
 
 @dataclass
 class _Loaded:
     key: tuple[str, str]
     pipe: object
-    lora: FusedLora
-    wiring: ReferenceWiring
+    lora: LoraState
+    renderer: Renderer
 
 
 class Engine:
@@ -37,34 +40,66 @@ class Engine:
         self.device = device
         self.base_model_override = base_model_override
         self._loaded: _Loaded | None = None
+        self._images: dict[str, Image.Image] = {}
 
     def base_of(self, case: Case) -> tuple[str, str]:
         if self.base_model_override:
             return self.base_model_override, os.getcwd()
         return case.base_model, case.base_dir
 
-    def render(self, case: Case) -> Rendered:
+    def facts(self, case: Case, timings: dict[str, float] | None = None) -> RuntimeFacts:
+        """What the loaded model and the control images tell about this case's knobs."""
+        loaded = self._ensure_model(self.base_of(case), timings if timings is not None else {})
+        pipe = loaded.pipe
+        paths = set(case.effective.control_images) | set(case.preview.text_images if case.preview else ())
+        return RuntimeFacts(
+            scheduler_config=scheduler_items(dict(pipe.scheduler.config)),
+            zero_cond_t=bool(pipe.transformer.config.zero_cond_t),
+            dtype=str(pipe.transformer.dtype).replace("torch.", ""),
+            image_sizes={p: self._image(p).size for p in paths},
+            lora_file_dtype=_file_dtype(case.loras[0].path) if case.loras else None,
+        )
+
+    def wirings(self, case: Case) -> tuple[Wiring, Wiring]:
+        """The reference and the preview wiring of a case, with this model's facts."""
+        facts = self.facts(case)
+        return reference_wiring(case, facts), preview_wiring(case, facts)
+
+    def render(self, case: Case, wiring: Wiring | None = None) -> Rendered:
+        """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it."""
         timings: dict[str, float] = {}
-        loaded = self._ensure_model(self.base_of(case), timings)
-        lora = case.loras[0] if case.loras else None
-        timings.update(loaded.lora.apply(lora.path if lora else None, case.effective.lora_scale if lora else None))
+        facts = self.facts(case, timings)
+        wiring = wiring or reference_wiring(case, facts)
+        loaded = self._loaded
+        assert loaded is not None
+        lora_path = case.loras[0].path if case.loras else None
+        timings.update(loaded.lora.apply(wiring.value(Knob.LORA_METHOD), lora_path, wiring.value(Knob.LORA_SCALE)))
         start = time.perf_counter()
-        images = tuple(open_rgb(p, f"control image {i + 1}") for i, p in enumerate(case.effective.control_images))
+        images = tuple(self._image(p) for p in case.effective.control_images)
+        text_images = tuple(self._image(p) for p in wiring.value(Knob.TEXT_IMAGES))
         timings["load_inputs"] = time.perf_counter() - start
         eff = case.effective
+        width, height = wiring.value(Knob.SIZE)
         request = Request(
             prompt=eff.prompt,
             negative_prompt=str(eff.negative_prompt),
-            width=eff.width,
-            height=eff.height,
+            width=width,
+            height=height,
             steps=eff.steps,
             guidance_scale=eff.guidance_scale,
             seed=eff.seed,
             images=images,
+            text_images=text_images,
         )
-        rendered = loaded.wiring.render(request)
+        rendered = loaded.renderer.render(request, render_knobs(wiring, facts))
+        rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
         return rendered
+
+    def _image(self, path: str) -> Image.Image:
+        if path not in self._images:
+            self._images[path] = open_rgb(path, f"control image {os.path.basename(path)}")
+        return self._images[path]
 
     def _ensure_model(self, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
         key = (locate(*base), self.device)
@@ -73,11 +108,12 @@ class Engine:
         self.close()
         start = time.perf_counter()
         pipe = load_pipeline(base[0], base[1], self.device)
-        self._loaded = _Loaded(key=key, pipe=pipe, lora=FusedLora(pipe), wiring=ReferenceWiring(pipe))
+        self._loaded = _Loaded(key=key, pipe=pipe, lora=LoraState.for_pipe(pipe), renderer=Renderer(pipe))
         timings["model_load"] = time.perf_counter() - start
         return self._loaded
 
     def close(self) -> None:
+        self._images.clear()
         if self._loaded is None:
             return
         self._loaded = None
@@ -97,3 +133,32 @@ class Engine:
             info["device_name"] = "cpu"
             info["threads"] = torch.get_num_threads()
         return info
+
+
+def render_knobs(wiring: Wiring, facts: RuntimeFacts) -> RenderKnobs:
+    """The renderer's share of a wiring; values equal to the checkpoint's are left to the checkpoint."""
+    renorm = wiring.value(Knob.CFG_RENORM)
+    scheduler = wiring.value(Knob.SCHEDULER)
+    zero_cond_t = wiring.value(Knob.ZERO_COND_T)
+    return RenderKnobs(
+        text_size=wiring.value(Knob.TEXT_IMAGE_SIZE),
+        negative=wiring.value(Knob.NEGATIVE_IMAGES),
+        cfg_renorm=renorm is not False,
+        scheduler=None if scheduler == facts.scheduler_config else scheduler,
+        vae_tiling=bool(wiring.value(Knob.VAE_TILING)),
+        zero_cond_t=None if zero_cond_t == facts.zero_cond_t else zero_cond_t,
+    )
+
+
+def _file_dtype(path: str) -> str | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
+                raw = str(fh.get_slice(key).get_dtype()).upper()
+                return {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(raw, raw.lower())
+    except (OSError, ValueError):
+        return None
+    return None
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_open
 from .errors import CaseRunError
+from .knobs import OutputEncoding
 
 
 def open_rgb(path: str | Path, role: str) -> Image.Image:
@@ -36,3 +38,21 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
 def save_image_atomic(image: Image.Image, path: str | Path, fmt: str, **params: object) -> None:
     with atomic_open(path, "wb") as fh:
         image.save(fh, format=fmt, **params)
+
+
+def encode_output(image: np.ndarray, encoding: OutputEncoding) -> np.ndarray:
+    """The image as the wiring saves it: lossless, or through PIL's JPEG/WebP encoder and back."""
+    params = {
+        OutputEncoding.PNG: None,
+        OutputEncoding.JPEG_75: ("JPEG", {}),
+        OutputEncoding.JPEG_95: ("JPEG", {"quality": 95}),
+        OutputEncoding.WEBP_80: ("WEBP", {}),
+    }[encoding]
+    if params is None:
+        return image
+    fmt, options = params
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, **options)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"), dtype=np.uint8)

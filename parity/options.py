@@ -33,6 +33,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="X",
     ),
     Option(
+        "diagnose",
+        "for each failing case, re-render with one knob at a time switched to the trainer's value and name the "
+        "knobs that explain the mismatch",
+        False,
+        flag=True,
+    ),
+    Option(
         "update",
         "rewrite pinned baselines from this run's outputs; the cases fail so that a person reviews the new images",
         False,

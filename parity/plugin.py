@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .diagnose import cause_text
 from .errors import CaseFileError
 from .options import add_pytest_options, check_device, option_value
 from .resolve import Case
@@ -76,6 +77,7 @@ class PytestParity:
                     device=device,
                     base_model=option_value(self.config, "base-model") or None,
                     update=bool(option_value(self.config, "update")),
+                    diagnose=bool(option_value(self.config, "diagnose")),
                     command="pytest " + " ".join(self.config.invocation_params.args),
                 )
             )
@@ -172,6 +174,10 @@ def describe_failure(result: CaseResult, out_dir: Path) -> str:
     ):
         if value:
             lines.append(f"  {label}: {value}")
+    if result.diagnosis is not None:
+        lines.append(f"  diagnosis: {result.diagnosis.verdict}")
+        for row in result.diagnosis.ranked:
+            lines.append(f"    {cause_text(row, result.metrics)}")
     if result.error and result.error != result.reason:
         lines.append(result.error)
     return "\n".join(lines)

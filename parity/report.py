@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .atomic import write_text
+from .diagnose import KnobRow, cause_text
 from .results import CaseResult, RunInfo, Status, counts
 
 SETTING_ROWS = (
@@ -46,6 +47,16 @@ class MetricRow:
 
 
 @dataclass(frozen=True)
+class KnobView:
+    knob: str
+    preview: str
+    reference: str
+    same: str
+    effect: str
+    row_class: str
+
+
+@dataclass(frozen=True)
 class CaseView:
     anchor: str
     id: str
@@ -69,6 +80,11 @@ class CaseView:
     timings: tuple[tuple[str, str], ...]
     paths: tuple[tuple[str, str], ...]
     error: str | None
+    verdict: str
+    verdict_class: str
+    causes: tuple[str, ...]
+    knobs: tuple[KnobView, ...]
+    jpeg: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,30 @@ def _case_view(i: int, r: CaseResult) -> CaseView:
     scale = ""
     if r.paths.diff and m is not None:
         scale = "brighter = larger difference; white = the largest difference (at least 8 levels)"
+    verdict, verdict_class, causes = "", "", ()
+    if r.diagnosis is not None:
+        verdict = r.diagnosis.verdict
+        verdict_class = "good" if r.diagnosis.explained else "bad"
+        causes = tuple(cause_text(row, m) for row in r.diagnosis.ranked) if m is not None else ()
+    rows = r.diagnosis.rows if r.diagnosis is not None else r.wiring
+    knobs = tuple(
+        KnobView(
+            knob=row.knob.value,
+            preview=row.preview,
+            reference=row.reference,
+            same="same" if row.same else ("differs" if row.replayable else "differs (not replayed)"),
+            effect=_effect(row, m),
+            row_class="" if row.same else "changed",
+        )
+        for row in rows
+    )
+    jpeg: tuple[tuple[str, str], ...] = ()
+    if r.jpeg is not None:
+        jm, nf = r.jpeg.metrics, r.jpeg.noise_floor
+        jpeg = (
+            ("output re-encoded as JPEG q75 vs baseline", f"SSIM {_num(jm.ssim)}, PSNR {_num(jm.psnr)}, mean |diff| {_num(jm.mean_abs_diff)}"),
+            ("JPEG noise floor (output vs its re-encoding)", f"SSIM {_num(nf.ssim)}, mean |diff| {_num(nf.mean_abs_diff)}"),
+        )
     return CaseView(
         anchor=f"case-{i}",
         id=r.id,
@@ -173,7 +213,25 @@ def _case_view(i: int, r: CaseResult) -> CaseView:
             if value
         ),
         error=r.error,
+        verdict=verdict,
+        verdict_class=verdict_class,
+        causes=causes,
+        knobs=knobs,
+        jpeg=jpeg,
     )
+
+
+def _effect(row: KnobRow, base) -> str:
+    if row.same:
+        return ""
+    if not row.replayable:
+        return "not replayed"
+    e = row.effect
+    if e is None:
+        return "run with --diagnose to measure"
+    if e.metrics is None:
+        return e.note
+    return f"SSIM {base.ssim:.4f} → {e.metrics.ssim:.4f}, mean |diff| {base.mean_abs_diff:.2f} → {e.metrics.mean_abs_diff:.2f}"
 
 
 def _num(value: float) -> str:

@@ -9,12 +9,12 @@ its divisor and fills its defaults. Each case keeps both the *requested* setting
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 
 from .errors import CaseFileError, Problem
 from .prompt_flags import parse_prompt
 from .registry import ModelSpec, get_model
-from .schema import LoadedSuite, SampleItemEntry, ThresholdsEntry
+from .schema import LoadedSuite, SampleItemEntry, ThresholdsEntry, TrainingEntry
 from .thresholds import THRESHOLD_KEYS, BaselineKind, Thresholds, combine
 
 TRIGGER_TOKENS = ("[trigger]", "[name]")
@@ -67,6 +67,20 @@ class Case:
     do_cfg_norm: bool
     control_keys: tuple[str, ...] = ()
     baseline_key: str = ""
+    training: TrainingEntry = field(default_factory=TrainingEntry)
+    preview: PreviewFacts | None = None
+
+
+@dataclass(frozen=True)
+class PreviewFacts:
+    """How ai-toolkit's sampler drew this sample, where it differs from the request: used by --diagnose."""
+
+    width: int  # rounded to 8 (at least 64), floored to 32
+    height: int
+    text_images: tuple[str, ...]  # what its text encoder sees (a legacy ctrl_img comes twice)
+    lora_merged: bool  # one multiplier for every sample and no quantized/offloaded base: merged in float32
+    negative_prompt: str
+    format: str
 
 
 def inject_trigger(prompt: str, trigger: str | None) -> str:
@@ -126,6 +140,7 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
         )
     loras = tuple(LoraRef(_join(case_dir, e.path), e.network_multiplier) for e in spec.loras)
     kind = BaselineKind(spec.baseline_kind)
+    training = spec.training or TrainingEntry()
     suite_thresholds = _thresholds(spec.thresholds)
     baseline_dir = _join(case_dir, spec.baselines or os.path.join("..", "baselines", loaded.name))
 
@@ -207,7 +222,7 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
 
         problems.extend(_check_flag_values(loaded, where, width, height, steps, guidance, seed, model))
 
-        controls, control_keys, control_notes = _control_images(item, o.get("ctrl_img"), case_dir, where)
+        controls, control_keys, text_images, control_notes = _control_images(item, o.get("ctrl_img"), case_dir, where)
         notes.extend(control_notes)
         if not controls and model.requires_control_image:
             problems.append(
@@ -277,14 +292,24 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
                 baseline=baseline,
                 baseline_kind=kind,
                 thresholds=combine(kind, suite_thresholds, _item_thresholds(item)),
-                do_cfg_norm=sample.do_cfg_norm,
+                do_cfg_norm=training.do_cfg_norm if training.do_cfg_norm is not None else sample.do_cfg_norm,
                 control_keys=control_keys,
                 baseline_key=f"{where}.baseline",
+                training=training,
+                preview=PreviewFacts(
+                    width=trainer_size(width, model.size_divisor),
+                    height=trainer_size(height, model.size_divisor),
+                    text_images=text_images,
+                    lora_merged=False,  # decided below, once every sample's multiplier is known
+                    negative_prompt=neg if isinstance(neg, str) else "",
+                    format=sample.format,
+                ),
             )
         )
     if problems:
         raise CaseFileError(problems)
-    return cases
+    merged = len({c.requested.lora_scale for c in cases}) == 1 and not training.quantize and not training.layer_offloading
+    return [replace(c, preview=replace(c.preview, lora_merged=merged)) for c in cases]
 
 
 def _server_settings(
@@ -339,8 +364,9 @@ def _server_settings(
 
 def _control_images(
     item: SampleItemEntry, flag_ctrl: object, case_dir: str, where: str
-) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
-    """Control images in the order the VAE gets them (as the trainer collects them), their keys, and notes."""
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[str]]:
+    """Control images in the order the VAE gets them (as the trainer collects them), their keys, the list the
+    trainer's text encoder gets (ctrl_img and ctrl_img_1 both, so a legacy ctrl_img comes twice), and notes."""
     notes: list[str] = []
     ctrl_img = flag_ctrl if flag_ctrl is not None else item.ctrl_img
     ctrl_img_1 = item.ctrl_img_1 if item.ctrl_img_1 is not None else item.ctrl_img
@@ -352,6 +378,7 @@ def _control_images(
         first, first_key = item.ctrl_img_1, f"{where}.ctrl_img_1"
     candidates = ((first, first_key), (item.ctrl_img_2, f"{where}.ctrl_img_2"), (item.ctrl_img_3, f"{where}.ctrl_img_3"))
     ordered = [(p, k) for p, k in candidates if p is not None]
+    text = [p for p in (ctrl_img, ctrl_img_1, item.ctrl_img_2, item.ctrl_img_3) if p is not None]
     if ctrl_img is not None and ctrl_img_1 is not None:
         notes.append(
             "legacy ctrl_img: the trainer's text encoder sees it as an extra picture (ctrl_img and ctrl_img_1 are "
@@ -359,7 +386,12 @@ def _control_images(
         )
     if item.ctrl_img_1 is None and item.ctrl_img is None and flag_ctrl is None and item.ctrl_img_2 is not None:
         notes.append("ctrl_img_2 without ctrl_img_1 becomes \"Picture 1\" on both sides")
-    return tuple(_join(case_dir, str(p)) for p, _ in ordered), tuple(k for _, k in ordered), notes
+    return (
+        tuple(_join(case_dir, str(p)) for p, _ in ordered),
+        tuple(k for _, k in ordered),
+        tuple(_join(case_dir, str(p)) for p in text),
+        notes,
+    )
 
 
 def _check_flag_values(

@@ -11,6 +11,7 @@ from typing import Any
 
 from .atomic import write_text
 from .compare import Metrics, Violation
+from .diagnose import Diagnosis, KnobRow
 from .resolve import Settings
 from .thresholds import Thresholds
 
@@ -41,6 +42,20 @@ class CasePaths:
 
 
 @dataclass(frozen=True)
+class JpegCheck:
+    """For a JPEG baseline: the output encoded as the trainer saves it (PIL, quality 75) against the baseline,
+    and the noise floor (how far that encoding alone moves the output)."""
+
+    metrics: Metrics
+    violations: tuple[Violation, ...]
+    noise_floor: Metrics
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+@dataclass(frozen=True)
 class CaseResult:
     id: str
     suite: str
@@ -61,6 +76,9 @@ class CaseResult:
     baseline_action: BaselineAction = BaselineAction.NONE
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    jpeg: JpegCheck | None = None
+    wiring: tuple[KnobRow, ...] = ()
+    diagnosis: Diagnosis | None = None
 
 
 @dataclass(frozen=True)

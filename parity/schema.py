@@ -163,6 +163,39 @@ class SampleBlock:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainingEntry:
+    """The `training:` block: what explains the previews but is not a sampling setting (from the job config)."""
+
+    step: int | None = key("Harness: the training step the previews were drawn at.", minimum=0, origin=HARNESS)
+    quantize: bool = key(
+        "model.quantize: the trainer drew previews from a quantized transformer (not replayed; shown as a cause).",
+        False,
+    )
+    qtype: str | None = key("model.qtype, e.g. qfloat8 or uint3 (recorded).")
+    quantize_te: bool = key("model.quantize_te: the text encoder was quantized (not replayed; shown).", False)
+    qtype_te: str | None = key("model.qtype_te (recorded).")
+    low_vram: bool = key("model.low_vram: the trainer tiles the VAE (control-image encode and decode).", False)
+    dtype: str | None = key("train.dtype the previews were drawn in, e.g. bf16 (recorded).")
+    layer_offloading: bool = key(
+        "model.layer_offloading: the trainer then cannot merge the LoRA and runs it unmerged.", False
+    )
+    transformer_single_file: bool = key(
+        "model.name_or_path is a single .safetensors file: the trainer takes the Qwen/Qwen-Image config, "
+        "which turns zero_cond_t off.",
+        False,
+    )
+    network_type: str | None = key("network.type, e.g. lora or lokr (recorded).")
+    rank: int | None = key("network.linear (rank).", minimum=1)
+    alpha: float | None = key(
+        "network.linear_alpha: the trainer scales the LoRA by alpha / rank, but saves no alpha keys, so "
+        "diffusers applies it at alpha = rank.",
+        minimum=0,
+    )
+    save_dtype: str | None = key("save.dtype of the LoRA file (ai-toolkit default float16; recorded).")
+    do_cfg_norm: bool | None = key("Overrides sample.do_cfg_norm (the trainer's CFG renormalisation switch).")
+
+
+@dataclass(frozen=True, kw_only=True)
 class SuiteFile:
     """A case file: one suite."""
 
@@ -193,6 +226,9 @@ class SuiteFile:
         origin=HARNESS,
     )
     thresholds: ThresholdsEntry | None = key("Harness: suite-wide pass/fail limits (see below).", origin=HARNESS)
+    training: TrainingEntry | None = key(
+        "Harness: facts of the training run that explain previews (see below); used by --diagnose.", origin=HARNESS
+    )
     sample: SampleBlock = key("ai-toolkit's `sample:` block.", required=True)
 
 
@@ -216,6 +252,7 @@ SCHEMA_TABLES: tuple[tuple[str, type], ...] = (
     ("top level", SuiteFile),
     ("loras[]", LoraEntry),
     ("thresholds", ThresholdsEntry),
+    ("training", TrainingEntry),
     ("sample", SampleBlock),
     ("sample.samples[]", SampleItemEntry),
 )

@@ -102,3 +102,41 @@ def test_help_validate_and_fields_do_not_import_torch(args):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("NO-TORCH")
+
+
+def test_diagnose_names_the_causes_on_the_preview_example(tmp_path, capsys):
+    """`parity run --diagnose cases/example-preview.yaml`: every case fails and its verdict names the knobs."""
+    assert main(["run", "cases/example-preview.yaml", "--diagnose", "--out", str(tmp_path)]) == 1
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [c["status"] for c in data["cases"]] == ["fail"] * 4
+    for case in data["cases"]:
+        diagnosis = case["diagnosis"]
+        assert diagnosis["verdict"].startswith("mismatch explained by: ")
+        assert {"CFG renormalisation", "LoRA scale"} <= set(diagnosis["explained_by"])
+        assert diagnosis["full_preview"]["metrics"]["ssim"] > 0.999  # the previews were drawn with this wiring
+        knobs = {row["knob"]: row for row in diagnosis["rows"]}
+        assert knobs["size snapping"]["same"] and knobs["scheduler"]["same"]  # always shown, even when equal
+        assert not knobs["LoRA weights"]["replayable"]
+    html = (tmp_path / "index.html").read_text()
+    assert "mismatch explained by" in html and "measured effect" in html
+
+
+def test_draw_previews_never_overwrites(write_case, capsys):
+    path = write_case(
+        """
+        baseline_kind: preview
+        sample:
+          width: 64
+          height: 64
+          sample_steps: 2
+          neg: ""
+          samples: [{prompt: a, ctrl_img_1: inputs/square.png, baseline: previews/0.jpg}]
+        """
+    )
+    assert main(["draw-previews", str(path)]) == 0
+    preview = path.parent / "previews" / "0.jpg"
+    first = preview.read_bytes()
+    assert first[:2] == b"\xff\xd8"  # a JPEG, as the trainer saves jpg previews
+    assert main(["draw-previews", str(path)]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert preview.read_bytes() == first

@@ -2,13 +2,20 @@
 
 from conftest import REPO
 
-from parity.docs import readme_options_section, readme_section, replace_section
+from parity.docs import readme_knobs_section, readme_options_section, readme_section, replace_section
 
 
 def test_readme_tables_match_the_schema_and_the_options():
     readme = (REPO / "README.md").read_text()
     assert readme_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
     assert readme_options_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
+    assert readme_knobs_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
+
+
+def test_every_knob_is_documented():
+    from parity.knobs import KNOB_RULES, Knob
+
+    assert set(KNOB_RULES) == set(Knob)
 
 
 def test_replace_section_is_idempotent():

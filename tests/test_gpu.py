@@ -9,8 +9,9 @@ from conftest import INPUTS, TINY_LORA
 from oracle import server_generate
 
 from parity.images import open_rgb
-from parity.loading import FusedLora, load_pipeline
-from parity.wiring import ReferenceWiring, Request
+from parity.loading import load_pipeline
+from parity.lora import FusedLora
+from parity.wiring import Renderer, Request
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,7 +33,7 @@ def test_cuda_wiring_equals_the_stock_call_in_bf16(cuda_pipe, names):
     assert cuda_pipe.transformer.dtype == torch.bfloat16
     imgs = images(*names)
     request = Request("sks put the hat on", "", 96, 64, 4, 4.0, 11, imgs)
-    rendered = ReferenceWiring(cuda_pipe).render(request)
+    rendered = Renderer(cuda_pipe).render(request)
     stock = server_generate(cuda_pipe, request.prompt, "", imgs, 96, 64, 4, 4.0, 11)
     mine = cuda_pipe.image_processor.postprocess(rendered.decoded, output_type="pt")
     assert torch.equal(mine, stock)
@@ -41,7 +42,7 @@ def test_cuda_wiring_equals_the_stock_call_in_bf16(cuda_pipe, names):
 def test_cuda_output_does_not_depend_on_the_scales_fused_before(cuda_pipe):
     imgs = images("person", "hat")
     request = Request("a hat", "", 64, 64, 3, 4.0, 5, imgs)
-    wiring = ReferenceWiring(cuda_pipe)
+    wiring = Renderer(cuda_pipe)
     lora = FusedLora(cuda_pipe)
     lora.apply(str(TINY_LORA), 1.0)
     alone = wiring.render(request).decoded

@@ -6,7 +6,8 @@ from conftest import TINY_LORA
 from safetensors.torch import save_file
 
 from parity.errors import ModelLoadError
-from parity.loading import FusedLora, load_pipeline, lora_module_names
+from parity.loading import load_pipeline
+from parity.lora import FusedLora, lora_module_names
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ from safetensors.torch import load_file
 
 from parity.denoise import StageTimer, generate, to_uint8
 from parity.images import open_rgb
-from parity.loading import FusedLora, load_pipeline
+from parity.knobs import TextImageSize
+from parity.loading import load_pipeline
+from parity.lora import FusedLora
 from parity.tiny import build_tiny, build_tokenizer, ensure_tiny, tiny_lora_tensors
-from parity.wiring import condition_tensor, encode
+from parity.wiring import condition_tensor, encode, resize_for_text
 
 
 def digests(folder):
@@ -82,7 +84,7 @@ def test_every_input_moves_the_output_by_at_least_one_level(lora_pipe, record_pr
 
     def run(prompt="put the hat on the person", imgs=(A, B, C), cfg=4.0, renorm=True, scheduler=None):
         with torch.inference_mode():
-            tensors = [condition_tensor(i, device, dtype) for i in imgs]
+            tensors = [resize_for_text(condition_tensor(i, device, dtype), TextImageSize.SERVER) for i in imgs]
             cond, uncond = encode(pipe, prompt, tensors, device), encode(pipe, "", tensors, device)
             decoded = generate(
                 pipe, list(imgs), cond, uncond, width=64, height=64, steps=3, true_cfg_scale=cfg,

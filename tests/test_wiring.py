@@ -7,7 +7,7 @@ from conftest import INPUTS
 from oracle import server_generate
 
 from parity.images import open_rgb
-from parity.wiring import ReferenceWiring, Request
+from parity.wiring import Renderer, Request
 
 
 def images(*names):
@@ -25,7 +25,7 @@ def images(*names):
 def test_reference_wiring_equals_the_stock_call(tiny_pipe, names, width, height, guidance):
     imgs = images(*names)
     request = Request("sks put the hat on", "blurry", width, height, 3, guidance, 11, imgs)
-    rendered = ReferenceWiring(tiny_pipe).render(request)
+    rendered = Renderer(tiny_pipe).render(request)
     stock = server_generate(tiny_pipe, request.prompt, request.negative_prompt, imgs, width, height, 3, guidance, 11)
     mine = tiny_pipe.image_processor.postprocess(rendered.decoded, output_type="pt")
     assert mine.shape == stock.shape == (1, 3, height, width)
@@ -37,11 +37,11 @@ def test_reference_wiring_equals_the_stock_call(tiny_pipe, names, width, height,
 def test_wiring_is_deterministic_and_the_latent_cache_is_exact(tiny_pipe):
     imgs = images("person", "hat")
     request = Request("a hat", "", 64, 64, 2, 4.0, 5, imgs)
-    wiring = ReferenceWiring(tiny_pipe)
+    wiring = Renderer(tiny_pipe)
     first = wiring.render(request)
     assert len(wiring.latent_cache) == 2
     second = wiring.render(request)  # control latents now come from the cache
-    fresh = ReferenceWiring(tiny_pipe).render(request)  # empty cache
+    fresh = Renderer(tiny_pipe).render(request)  # empty cache
     assert torch.equal(first.decoded, second.decoded)
     assert torch.equal(first.decoded, fresh.decoded)
     assert second.timings["vae_encode"] < first.timings["vae_encode"]

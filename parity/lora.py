@@ -1,0 +1,269 @@
+"""LoRA application, three ways: diffusers fuse (the reference server) and ai-toolkit's merge or unmerged branch.
+
+- FusedLora: `load_lora_weights(dir, weight_name=file, adapter_name="lora")` + `fuse_lora(lora_scale=...)`, as
+  ai-toolkit-inference does; before a different scale is fused, the targeted weights and PEFT's scaling are
+  restored, so a case's weights never depend on the cases run before it.
+- AitkLora: ai-toolkit's own network as its sampler applies it (toolkit/network_mixins.py): `merge_in` adds
+  `multiplier * (up @ down) * scale` computed in float32 and writes it back in the model dtype; unmerged, each
+  targeted linear adds `(up(down(x.float())) * scale) * multiplier`, cast to the output dtype.
+- LoraState: keeps one of them active on a pipeline and switches between them exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelLoadError
+from .knobs import LoraMethod
+
+ADAPTER = "lora"
+_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_down.weight", ".lora_up.weight", ".alpha")
+
+
+def lora_module_names(path: str) -> set[str]:
+    """Transformer module names an ai-toolkit / diffusers LoRA file targets."""
+    from safetensors import safe_open
+
+    names = set()
+    with safe_open(path, framework="pt") as fh:
+        for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
+            for suffix in _LORA_SUFFIXES:
+                if key.endswith(suffix):
+                    name = key[: -len(suffix)]
+                    for prefix in ("diffusion_model.", "transformer."):
+                        name = name.removeprefix(prefix)
+                    names.add(name)
+    return names
+
+
+@dataclass
+class _Pristine:
+    weights: dict[str, torch.Tensor]
+    biases: dict[str, torch.Tensor]
+
+
+class FusedLora:
+    """Which LoRA a pipeline holds and at which scale it is fused; every fuse starts from pristine weights."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.path: str | None = None
+        self.scale: float | None = None
+        self._pristine: _Pristine | None = None
+
+    def apply(self, path: str | None, scale: float | None) -> dict[str, float]:
+        """Make the pipeline's weights those of a fresh `load → fuse(scale)`; returns stage timings."""
+        timings: dict[str, float] = {}
+        if path != self.path:
+            self._drop()
+            if path is not None:
+                start = time.perf_counter()
+                self._load(path)
+                timings["lora_load"] = time.perf_counter() - start
+        if path is not None and scale != self.scale:
+            start = time.perf_counter()
+            if self.scale is not None:
+                self._restore()
+            self.pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=scale)
+            self.scale = scale
+            _sync(self.pipe)
+            timings["lora_fuse"] = time.perf_counter() - start
+        return timings
+
+    def _load(self, path: str) -> None:
+        if not path.endswith(".safetensors"):
+            raise ModelLoadError(f"LoRA is not a .safetensors file: {path}", "use the .safetensors file ai-toolkit saved")
+        wanted = lora_module_names(path)
+        folder, name = os.path.split(path)
+        try:
+            self.pipe.load_lora_weights(folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
+                "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
+            ) from None
+        wrapped = self._wrapped()
+        missing = sorted(wanted - set(wrapped))
+        if missing or not wrapped:
+            self.pipe.unload_lora_weights()
+            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise ModelLoadError(
+                f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match nothing in the transformer ({shown})",
+                "the LoRA was trained for another model or saved with unknown key names; an unmatched LoRA would "
+                "silently leave the base model unchanged",
+            )
+        self.path = path
+        self._pristine = self._snapshot(wrapped)
+
+    def _wrapped(self) -> dict[str, torch.nn.Module]:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return {name: m for name, m in self.pipe.transformer.named_modules() if isinstance(m, BaseTunerLayer)}
+
+    def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
+        """Copies of the weights a fuse changes; on the model's device, else in pinned CPU memory."""
+        weights, biases = {}, {}
+        for name, module in wrapped.items():
+            base = module.get_base_layer()
+            weights[name] = _copy(base.weight.data)
+            if getattr(base, "bias", None) is not None:
+                biases[name] = _copy(base.bias.data)
+        return _Pristine(weights, biases)
+
+    def _restore(self) -> None:
+        """Back to the state right after loading: pristine base weights and PEFT's own scaling (alpha / r).
+
+        diffusers' fuse_lora(lora_scale=s) multiplies each layer's PEFT scaling by s in place and unfuse_lora()
+        does not undo it, so unfuse -> fuse(t) fuses at s*t (t == 1.0: still at s). Resetting the scaling here
+        is what makes a later fuse equal a fresh one.
+        """
+        self.pipe.unfuse_lora()
+        assert self._pristine is not None
+        for name, module in self._wrapped().items():
+            base = module.get_base_layer()
+            base.weight.data.copy_(self._pristine.weights[name])
+            if name in self._pristine.biases:
+                base.bias.data.copy_(self._pristine.biases[name])
+            module.unscale_layer()
+        self.scale = None
+
+    def _drop(self) -> None:
+        if self.path is None:
+            return
+        if self.scale is not None:
+            self._restore()
+        self.pipe.unload_lora_weights()
+        self.path, self.scale, self._pristine = None, None, None
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.device.type == "cuda":
+        try:
+            return tensor.clone()
+        except torch.cuda.OutOfMemoryError:
+            return tensor.to("cpu").pin_memory()
+    return tensor.clone()
+
+
+def _sync(pipe) -> None:
+    if torch.cuda.is_available() and pipe.device.type == "cuda":
+        torch.cuda.synchronize(pipe.device)
+
+
+def lora_pairs(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(down, up) weight pairs of a LoRA file by transformer module name, as float32 like ai-toolkit's network."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        for suffix, role in ((".lora_A.weight", "down"), (".lora_down.weight", "down"), (".lora_B.weight", "up"), (".lora_up.weight", "up")):
+            if key.endswith(suffix):
+                name = key[: -len(suffix)].removeprefix("diffusion_model.").removeprefix("transformer.")
+                pairs.setdefault(name, {})[role] = value.float()
+    incomplete = sorted(n for n, p in pairs.items() if set(p) != {"down", "up"})
+    if incomplete:
+        raise ModelLoadError(f"LoRA {path}: modules without both down and up weights: {', '.join(incomplete[:5])}", "re-save the LoRA")
+    return {name: (p["down"], p["up"]) for name, p in pairs.items()}
+
+
+class AitkLora:
+    """ai-toolkit's LoRA, merged (float32 delta) or as an unmerged float32 branch; pristine weights kept."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.state: tuple | None = None  # (method, path, multiplier, scale)
+        self._pristine: dict[str, torch.Tensor] = {}
+        self._hooks: list = []
+
+    def apply(self, method: LoraMethod, path: str, multiplier: float, scale: float) -> None:
+        state = (method, path, multiplier, scale)
+        if state == self.state:
+            return
+        self.clear()
+        modules = self._modules(path)
+        pairs = lora_pairs(path)
+        device = self.pipe.transformer.device
+        if method is LoraMethod.AITK_MERGE:
+            for name, (down, up) in pairs.items():
+                linear = modules[name]
+                self._pristine[name] = linear.weight.data.clone()
+                weight = linear.weight.data.float()
+                merged = weight + multiplier * (up.to(device) @ down.to(device)) * scale
+                linear.weight.data.copy_(merged.to(linear.weight.dtype))
+        else:
+            runtime_scale = torch.tensor(scale, dtype=torch.float32, device=device)
+            torch_multiplier = torch.tensor((multiplier,)).to(device, dtype=torch.float32)
+            for name, (down, up) in pairs.items():
+                self._hooks.append(
+                    modules[name].register_forward_hook(_branch(down.to(device), up.to(device), runtime_scale, torch_multiplier))
+                )
+        self.state = state
+
+    def clear(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        if self._pristine:
+            modules = dict(self.pipe.transformer.named_modules())
+            for name, weight in self._pristine.items():
+                modules[name].weight.data.copy_(weight)
+            self._pristine.clear()
+        self.state = None
+
+    def _modules(self, path: str) -> dict[str, torch.nn.Module]:
+        modules = dict(self.pipe.transformer.named_modules())
+        wanted = lora_module_names(path)
+        missing = sorted(n for n in wanted if not isinstance(modules.get(n), torch.nn.Linear))
+        if missing:
+            raise ModelLoadError(
+                f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match no linear layer ({', '.join(missing[:8])})",
+                "the LoRA was trained for another model or saved with unknown key names",
+            )
+        return {n: modules[n] for n in wanted}
+
+
+def _branch(down: torch.Tensor, up: torch.Tensor, runtime_scale: torch.Tensor, multiplier: torch.Tensor):
+    """A forward hook adding ai-toolkit's unmerged LoRA output to a linear layer's output."""
+
+    def hook(module, inputs, output):
+        lora_input = inputs[0].to(down.dtype)
+        lora_output = F.linear(F.linear(lora_input, down), up) * runtime_scale
+        scaled = lora_output * multiplier.view(*multiplier.shape, *([1] * (lora_output.dim() - multiplier.dim())))
+        return output + scaled.to(output.dtype)
+
+    return hook
+
+
+@dataclass
+class LoraState:
+    """The LoRA a pipeline carries now: none, diffusers-fused, or ai-toolkit merged/unmerged; switches exactly."""
+
+    fused: FusedLora
+    aitk: AitkLora
+
+    @classmethod
+    def for_pipe(cls, pipe) -> LoraState:
+        return cls(FusedLora(pipe), AitkLora(pipe))
+
+    def apply(self, method: LoraMethod, path: str | None, scale: object) -> dict[str, float]:
+        """`scale`: a float for diffusers; (multiplier, alpha/rank) for ai-toolkit, kept apart as it computes."""
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if method is LoraMethod.DIFFUSERS_FUSE and path is not None:
+            self.aitk.clear()
+            value = scale[0] * scale[1] if isinstance(scale, tuple) else scale
+            return self.fused.apply(path, float(value))
+        if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None:
+            timings.update(self.fused.apply(None, None))
+            multiplier, alpha_scale = scale if isinstance(scale, tuple) else (scale, 1.0)
+            self.aitk.apply(method, path, multiplier, alpha_scale)
+            timings["lora_fuse"] = time.perf_counter() - start
+            return timings
+        self.aitk.clear()
+        return self.fused.apply(None, None)

@@ -1,0 +1,103 @@
+"""Wiring as data: the reference and preview values of every knob, and which ones differ for a case."""
+
+from parity.knobs import (
+    AITK_SCHEDULER_CONFIG,
+    Knob,
+    LoraMethod,
+    NegativeImages,
+    OutputEncoding,
+    RuntimeFacts,
+    TextImageSize,
+    combine,
+    differing,
+    flip,
+    preview_wiring,
+    reference_wiring,
+    scheduler_items,
+)
+from parity.resolve import resolve_suite
+from parity.schema import load_suite
+
+
+def facts_for(case, scheduler=None, zero_cond_t=True):
+    sizes = {"person.png": (48, 64), "hat.png": (64, 48), "square.png": (64, 64), "landscape.png": (80, 40)}
+    paths = set(case.effective.control_images) | set(case.preview.text_images)
+    return RuntimeFacts(
+        scheduler_config=scheduler_items(scheduler or AITK_SCHEDULER_CONFIG),
+        zero_cond_t=zero_cond_t,
+        dtype="float32",
+        image_sizes={p: sizes[p.rsplit("/", 1)[-1]] for p in paths},
+        lora_file_dtype="float16",
+    )
+
+
+def cases_of(write_case, text):
+    return resolve_suite(load_suite(write_case(text)))
+
+
+SUITE = """
+loras: [{path: loras/tiny.safetensors}]
+training: {rank: 4, alpha: 2, low_vram: true, quantize: true, qtype: qfloat8}
+sample:
+  width: 128
+  height: 128
+  guidance_scale: 4
+  neg: ""
+  samples:
+    - {prompt: a, ctrl_img_1: inputs/square.png}
+    - {prompt: b, ctrl_img: inputs/person.png, network_multiplier: 0.5}
+"""
+
+
+def test_values_of_both_wirings(write_case):
+    square, _legacy = cases_of(write_case, SUITE)
+    ref, pre = reference_wiring(square, facts_for(square)), preview_wiring(square, facts_for(square))
+    assert ref.value(Knob.CFG_RENORM) is True and pre.value(Knob.CFG_RENORM) is False
+    assert ref.value(Knob.LORA_METHOD) is LoraMethod.DIFFUSERS_FUSE
+    assert pre.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED  # two multipliers in the round
+    assert ref.value(Knob.LORA_SCALE) == 1.0 and pre.value(Knob.LORA_SCALE) == (1.0, 0.5)  # alpha 2 / rank 4
+    assert ref.value(Knob.VAE_TILING) is False and pre.value(Knob.VAE_TILING) is True
+    assert ref.value(Knob.OUTPUT) is OutputEncoding.PNG and pre.value(Knob.OUTPUT) is OutputEncoding.JPEG_75
+    assert ref.value(Knob.TEXT_IMAGE_SIZE) is TextImageSize.SERVER and pre.value(Knob.TEXT_IMAGE_SIZE) is TextImageSize.ASPECT_KEPT
+    assert pre.value(Knob.NEGATIVE_IMAGES) is NegativeImages.RESIZED_AGAIN
+    assert not pre[Knob.QUANTIZATION].replayable and "qfloat8" in pre[Knob.QUANTIZATION].shown
+    assert not pre[Knob.LORA_WEIGHTS].replayable
+
+
+def test_differing_knobs_follow_the_case(write_case):
+    square, legacy = cases_of(write_case, SUITE)
+    diff = differing(reference_wiring(square, facts_for(square)), preview_wiring(square, facts_for(square)))
+    # a square control image: both text-encoder resize rules give 384x384, once or twice
+    assert Knob.TEXT_IMAGE_SIZE not in diff and Knob.NEGATIVE_IMAGES not in diff and Knob.TEXT_IMAGES not in diff
+    assert {Knob.CFG_RENORM, Knob.LORA_SCALE, Knob.LORA_METHOD, Knob.VAE_TILING, Knob.OUTPUT, Knob.QUANTIZATION} <= set(diff)
+    assert Knob.SIZE not in diff and Knob.SCHEDULER not in diff and Knob.GENERATOR not in diff
+
+    diff = differing(reference_wiring(legacy, facts_for(legacy)), preview_wiring(legacy, facts_for(legacy)))
+    # 48x64: the server transposes (384x448 vs 320x448...); a legacy ctrl_img reaches the trainer's text encoder twice
+    assert {Knob.TEXT_IMAGE_SIZE, Knob.TEXT_IMAGES} <= set(diff)
+    assert len(preview_wiring(legacy, facts_for(legacy)).value(Knob.TEXT_IMAGES)) == 2
+
+
+def test_a_checkpoint_scheduler_that_differs_is_a_difference(write_case):
+    case = cases_of(write_case, SUITE)[0]
+    other = dict(AITK_SCHEDULER_CONFIG, max_shift=1.15, max_image_seq_len=4096)
+    assert Knob.SCHEDULER in differing(reference_wiring(case, facts_for(case, other)), preview_wiring(case, facts_for(case, other)))
+
+
+def test_no_cfg_makes_renormalisation_moot(write_case):
+    (case,) = cases_of(write_case, "sample:\n  guidance_scale: 1\n  samples: [{prompt: a, ctrl_img_1: inputs/square.png}]\n")
+    assert Knob.CFG_RENORM not in differing(reference_wiring(case, facts_for(case)), preview_wiring(case, facts_for(case)))
+
+
+def test_single_file_transformer_turns_zero_cond_t_off(write_case):
+    (case,) = cases_of(write_case, "training: {transformer_single_file: true}\nsample:\n  samples: [{prompt: a, ctrl_img_1: inputs/square.png}]\n")
+    pre = preview_wiring(case, facts_for(case))
+    assert pre.value(Knob.ZERO_COND_T) is False and Knob.ZERO_COND_T in differing(reference_wiring(case, facts_for(case)), pre)
+
+
+def test_flip_and_combine(write_case):
+    case = cases_of(write_case, SUITE)[0]
+    ref, pre = reference_wiring(case, facts_for(case)), preview_wiring(case, facts_for(case))
+    one = flip(ref, pre, Knob.CFG_RENORM)
+    assert differing(one, ref) == (Knob.CFG_RENORM,)
+    assert differing(combine(ref, pre, differing(ref, pre), "all"), pre) == ()
