@@ -1,7 +1,8 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename, so no reader sees half a file."""
+"""File helpers: atomic writes (a temporary file in the same folder, then a rename) and content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -38,3 +39,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

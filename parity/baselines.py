@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .atomic import sha256_of
 from .errors import CaseRunError
 from .images import save_png
 from .resolve import Case
@@ -39,6 +40,12 @@ def settle(case: Case, output: np.ndarray, update: bool) -> BaselineDecision:
         if not exists:
             raise CaseRunError(
                 f"training preview not found: {path}", "point `baseline:` at the preview under <job>/samples/"
+            )
+        if case.baseline_sha256 and sha256_of(path) != case.baseline_sha256:
+            raise CaseRunError(
+                f"training preview {path} changed since it was imported (sha256 {sha256_of(path)[:12]}…, "
+                f"recorded {case.baseline_sha256[:12]}…)",
+                "restore the file, or import the job again (`parity import`) if the change is intended",
             )
         return BaselineDecision(BaselineAction.COMPARED, path)
     if not update and exists:

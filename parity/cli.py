@@ -27,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check case files without running them")
     validate.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
     sub.add_parser("fields", help="print the case-file reference (markdown, generated from the schema)")
+    job = sub.add_parser("import", help="turn an ai-toolkit training job folder into a parity suite")
+    job.add_argument("job_dir", metavar="JOB_DIR", help="<training_folder>/<job name>")
+    job.add_argument("--step", default="latest", help="training step to import, or latest (default): the highest step with previews and a checkpoint")
+    job.add_argument("--out", dest="case_out", metavar="CASE", help="case file to write (default cases/<job name>.yaml)")
+    job.add_argument("--baselines", metavar="DIR", help="folder for the copied previews (default baselines/<job name>/)")
+    job.add_argument("--base-model", dest="import_base_model", metavar="X", help="base model for the suite (default: the job's model.name_or_path)")
+    job.add_argument("--config", metavar="FILE", help="the job config, if not <JOB_DIR>/config.yaml")
+    job.add_argument("--run", action="store_true", help="run the imported suite right away (with the run options below)")
+    job.add_argument("--report", metavar="DIR", help="with --run: folder for the report (default reports/<case name>)")
+    add_cli_options(job, exclude=("out", "base-model"))
     draw = sub.add_parser(
         "draw-previews",
         help="render each sample with the trainer's (preview) wiring and save it at its baseline path, as "
@@ -43,11 +53,46 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": _run, "validate": _validate, "fields": _fields, "tiny": _tiny, "draw-previews": _draw}
+        commands = {
+            "run": _run,
+            "validate": _validate,
+            "fields": _fields,
+            "tiny": _tiny,
+            "draw-previews": _draw,
+            "import": _import,
+        }
         return commands[args.command](args)
     except ParityError as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _import(args) -> int:
+    from .importer import import_job
+
+    step = args.step if args.step == "latest" else _int_or_usage(args.step)
+    if step is None:
+        print(f"parity: --step takes a number or latest, not {args.step!r}", file=sys.stderr)
+        return EXIT_USAGE
+    result = import_job(
+        args.job_dir, step=step, out=args.case_out, baselines=args.baselines, base_model=args.import_base_model, config=args.config
+    )
+    print(f"parity: imported step {result.step} ({result.samples} samples, LoRA {result.checkpoint.name}) into {result.case_file}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    if not args.run:
+        return EXIT_OK
+    args.paths = [str(result.case_file)]
+    args.out = args.report or str(Path("reports") / result.case_file.stem)
+    args.base_model = None
+    return _run(args)
+
+
+def _int_or_usage(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _validate(args) -> int:

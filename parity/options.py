@@ -54,9 +54,11 @@ def check_device(value: str) -> str:
     return value
 
 
-def add_cli_options(parser) -> None:
-    """argparse: --out, --device, --base-model, --update."""
+def add_cli_options(parser, exclude: tuple[str, ...] = ()) -> None:
+    """argparse: --out, --device, --base-model, --diagnose, --update (minus `exclude`)."""
     for opt in OPTIONS:
+        if opt.name in exclude:
+            continue
         if opt.flag:
             parser.add_argument(f"--{opt.name}", action="store_true", help=opt.help)
         else:

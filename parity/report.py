@@ -206,6 +206,8 @@ def _case_view(i: int, r: CaseResult) -> CaseView:
             (label, value)
             for label, value in (
                 ("case file", r.suite_file),
+                ("training step", None if r.training_step is None else str(r.training_step)),
+                ("training preview (as the trainer wrote it)", r.baseline_origin),
                 ("baseline source", r.paths.baseline_source),
                 ("output", r.paths.output),
                 ("difference", r.paths.diff),

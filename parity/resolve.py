@@ -69,6 +69,9 @@ class Case:
     baseline_key: str = ""
     training: TrainingEntry = field(default_factory=TrainingEntry)
     preview: PreviewFacts | None = None
+    baseline_sha256: str | None = None  # recorded at import; a changed preview is flagged
+    baseline_origin: str | None = None  # where the trainer wrote the preview
+    training_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,11 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
             )
         seen_names[name] = i
 
+        imported = spec.previews[i] if i < len(spec.previews) else None
         if item.baseline is not None:
             baseline: str | None = _join(case_dir, item.baseline)
+        elif imported is not None:
+            baseline = _join(case_dir, imported.file)
         elif kind is BaselineKind.PINNED:
             baseline = os.path.join(baseline_dir, f"{_safe(name)}.png")
         else:
@@ -294,7 +300,10 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
                 thresholds=combine(kind, suite_thresholds, _item_thresholds(item)),
                 do_cfg_norm=training.do_cfg_norm if training.do_cfg_norm is not None else sample.do_cfg_norm,
                 control_keys=control_keys,
-                baseline_key=f"{where}.baseline",
+                baseline_key=f"{where}.baseline" if imported is None or item.baseline is not None else f"previews[{i}].file",
+                baseline_sha256=imported.sha256 if imported is not None and item.baseline is None else None,
+                baseline_origin=imported.source if imported is not None else None,
+                training_step=imported.step if imported is not None and imported.step is not None else training.step,
                 training=training,
                 preview=PreviewFacts(
                     width=trainer_size(width, model.size_divisor),
@@ -304,6 +313,15 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
                     negative_prompt=neg if isinstance(neg, str) else "",
                     format=sample.format,
                 ),
+            )
+        )
+    if len(spec.previews) > len(cases):
+        problems.append(
+            loaded.problem(
+                "previews",
+                len(spec.previews),
+                f"{len(spec.previews)} previews for {len(cases)} samples",
+                "list one preview per sample with a prompt, in order",
             )
         )
     if problems:

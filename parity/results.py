@@ -77,6 +77,8 @@ class CaseResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     jpeg: JpegCheck | None = None
+    training_step: int | None = None
+    baseline_origin: str | None = None
     wiring: tuple[KnobRow, ...] = ()
     diagnosis: Diagnosis | None = None
 

@@ -196,6 +196,16 @@ class TrainingEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PreviewEntry:
+    """One entry of `previews:` (written by `parity import`): the training preview of sample i."""
+
+    file: str = key("The preview image, relative to the case file.", required=True, origin=HARNESS)
+    sha256: str | None = key("sha256 of the file when imported; a changed file is flagged.", origin=HARNESS)
+    source: str | None = key("Where the trainer wrote it (<job>/samples/<ms>__<step>_<i>.<ext>).", origin=HARNESS)
+    step: int | None = key("Training step of the preview.", minimum=0, origin=HARNESS)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SuiteFile:
     """A case file: one suite."""
 
@@ -226,6 +236,11 @@ class SuiteFile:
         origin=HARNESS,
     )
     thresholds: ThresholdsEntry | None = key("Harness: suite-wide pass/fail limits (see below).", origin=HARNESS)
+    previews: tuple[PreviewEntry, ...] = key(
+        "Harness: the training previews by sample index (sample i's baseline unless it has `baseline:`).",
+        (),
+        origin=HARNESS,
+    )
     training: TrainingEntry | None = key(
         "Harness: facts of the training run that explain previews (see below); used by --diagnose.", origin=HARNESS
     )
@@ -253,6 +268,7 @@ SCHEMA_TABLES: tuple[tuple[str, type], ...] = (
     ("loras[]", LoraEntry),
     ("thresholds", ThresholdsEntry),
     ("training", TrainingEntry),
+    ("previews[]", PreviewEntry),
     ("sample", SampleBlock),
     ("sample.samples[]", SampleItemEntry),
 )

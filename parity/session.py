@@ -243,6 +243,8 @@ def _case_fields(case: Case) -> dict:
         "requested": case.requested,
         "effective": case.effective,
         "notes": case.notes,
+        "training_step": case.training_step,
+        "baseline_origin": case.baseline_origin,
     }
 
 

@@ -1,0 +1,204 @@
+"""`parity import`: job folders laid out exactly as ai-toolkit writes them."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from conftest import INPUTS, TINY_LORA
+from PIL import Image
+
+from parity.cli import main
+from parity.importer import JobImportError, import_job
+from parity.suite import load_cases
+
+NAME = "myjob"
+
+
+def job_config(sample, arch="qwen_image_edit_plus", base="Qwen/Qwen-Image-Edit-2511", trigger="sks", steps=500):
+    return {
+        "job": "extension",
+        "config": {
+            "name": NAME,
+            "process": [
+                {
+                    "type": "diffusion_trainer",
+                    "training_folder": "output",
+                    "trigger_word": trigger,
+                    "network": {"type": "lora", "linear": 16, "linear_alpha": 8},
+                    "save": {"dtype": "float16", "save_every": 250, "max_step_saves_to_keep": 5},
+                    "train": {"steps": steps, "dtype": "bf16"},
+                    "model": {"name_or_path": base, "arch": arch, "quantize": True, "qtype": "qfloat8", "low_vram": True},
+                    "sample": sample,
+                }
+            ],
+        },
+        "meta": {"name": "[name]", "version": "1.0"},
+    }
+
+
+def make_job(root, sample, previews=None, checkpoints=("000000250", "000000500"), final=True, named=False, **config):
+    """A job folder: config.yaml, samples/<ms>__<step>_<i>.jpg (+ .tmp/, .thumbs/), checkpoints."""
+    job = root / "output" / NAME
+    (job / "samples" / ".tmp").mkdir(parents=True)
+    (job / "samples" / ".thumbs").mkdir()
+    (job / "config.yaml").write_text(yaml.safe_dump(job_config(sample, **config)))
+    count = len([s for s in sample.get("samples", [])]) or len(sample.get("prompts", []))
+    ms = 1764460800000
+    for step in previews if previews is not None else (0, 250, 500):
+        for i in range(count):
+            ms += 117  # taken per image at save time: one round's images have different times
+            Image.new("RGB", (64, 64), (i * 40, step % 255, 90)).save(job / "samples" / f"{ms}__{step:09d}_{i}.jpg")
+            (job / "samples" / ".thumbs" / f"{ms}__{step:09d}_{i}.jpg.jpg").write_bytes(b"thumb")
+    infix = "_LoRA" if named else ""
+    for step in checkpoints:
+        shutil.copy(TINY_LORA, job / f"{NAME}{infix}_{step}.safetensors")
+    if final:
+        shutil.copy(TINY_LORA, job / f"{NAME}{infix}.safetensors")
+    shutil.copytree(INPUTS, root / "inputs")
+    return job
+
+
+SAMPLES = {
+    "width": 64,
+    "height": 64,
+    "seed": 42,
+    "walk_seed": True,
+    "guidance_scale": 4,
+    "sample_steps": 2,
+    "neg": "",
+    "samples": [
+        {"prompt": "[trigger] a hat", "ctrl_img_1": "inputs/person.png", "ctrl_img_2": "inputs/hat.png"},
+        {"prompt": "a cat --seed 7", "ctrl_img_1": "inputs/square.png"},
+    ],
+}
+
+
+def test_samples_list_latest_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES)
+    result = import_job(job, base_model="tiny")
+    assert result.step == 500 and result.samples == 2 and result.checkpoint.name == f"{NAME}_000000500.safetensors"
+    suite = yaml.safe_load(result.case_file.read_text())
+    assert result.case_file == tmp_path / "cases" / f"{NAME}.yaml"
+    assert suite["baseline_kind"] == "preview" and suite["trigger_word"] == "sks" and suite["base_model"] == "tiny"
+    assert suite["loras"] == [{"path": f"../output/{NAME}/{NAME}_000000500.safetensors"}]
+    assert suite["training"] == {
+        "step": 500, "quantize": True, "qtype": "qfloat8", "quantize_te": False, "low_vram": True, "dtype": "bf16",
+        "layer_offloading": False, "transformer_single_file": False, "network_type": "lora", "rank": 16, "alpha": 8.0,
+        "save_dtype": "float16", "do_cfg_norm": False,
+    }
+    assert suite["sample"]["samples"][0]["ctrl_img_1"] == "../inputs/person.png"  # rewritten relative to the case file
+    assert suite["sample"]["samples"][1]["prompt"] == "a cat --seed 7"  # otherwise verbatim
+    first = suite["previews"][0]
+    assert first["file"] == f"../baselines/{NAME}/0.jpg" and first["step"] == 500 and len(first["sha256"]) == 64
+    assert first["source"].endswith("__000000500_0.jpg")
+
+    cases = load_cases(result.case_file)
+    assert [c.effective.seed for c in cases] == [42, 7]
+    assert [c.training_step for c in cases] == [500, 500]
+    assert cases[0].effective.prompt == "sks a hat"
+    assert cases[0].preview.lora_merged is False  # trained on a quantized base: the trainer runs the LoRA unmerged
+
+
+def test_legacy_prompts_list_with_flags_and_named_lora(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sample = {"seed": 3, "prompts": ["one --ctrl_img inputs/hat.png --w 96", "two --ctrl_img inputs/square.png"]}
+    job = make_job(tmp_path, sample, named=True)
+    result = import_job(job, step=250, out=tmp_path / "suites" / "legacy.yaml", baselines=tmp_path / "prev")
+    assert result.checkpoint.name == f"{NAME}_LoRA_000000250.safetensors"
+    suite = yaml.safe_load(result.case_file.read_text())
+    assert suite["sample"]["prompts"] == ["one --ctrl_img ../inputs/hat.png --w 96", "two --ctrl_img ../inputs/square.png"]
+    assert suite["previews"][1]["file"] == "../prev/1.jpg" and (tmp_path / "prev" / "1.jpg").is_file()
+    cases = load_cases(result.case_file)
+    assert [c.effective.seed for c in cases] == [3, 3]  # walk_seed false
+    assert cases[0].effective.width == 96
+
+
+def test_the_final_checkpoint_belongs_to_the_last_step_and_pruned_steps_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES, checkpoints=(), final=True)
+    assert import_job(job).checkpoint.name == f"{NAME}.safetensors"
+    with pytest.raises(JobImportError, match=r"no checkpoint for step 250 .*usable steps: 500"):
+        import_job(job, step=250, out=tmp_path / "other.yaml")
+
+
+def test_the_newest_of_several_previews_is_taken_and_said(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES)
+    newest = job / "samples" / f"1864460800000__{500:09d}_1.jpg"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(newest)
+    result = import_job(job)
+    assert any("took the newest" in n and newest.name in n for n in result.notes)
+    assert yaml.safe_load(result.case_file.read_text())["previews"][1]["source"] == str(newest)
+
+
+@pytest.mark.parametrize(
+    "breaking, message",
+    [
+        (lambda job: (job / "config.yaml").unlink(), "job config not found"),
+        (lambda job: [p.unlink() for p in (job / "samples").glob("*__000000500_1.jpg")], r"sample indices \[0\]"),
+        (lambda job: shutil.rmtree(job.parent.parent / "inputs"), "control image\\(s\\) not found"),
+        (lambda job: [p.unlink() for p in (job / "samples").glob("*.jpg")], "no previews"),
+    ],
+)
+def test_refusals_write_nothing(tmp_path, monkeypatch, breaking, message):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES)
+    breaking(job)
+    with pytest.raises(JobImportError, match=message):
+        import_job(job)
+    assert not (tmp_path / "cases").exists() or not any((tmp_path / "cases").iterdir())
+    assert not (tmp_path / "baselines").exists()
+
+
+def test_unsupported_architecture_and_pickled_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES, base="Qwen/Qwen-Image-Edit-2509")
+    with pytest.raises(JobImportError, match="supports qwen_image_edit_plus_2511"):
+        import_job(job)
+    shutil.rmtree(tmp_path / "output")
+    shutil.rmtree(tmp_path / "inputs")
+    job = make_job(tmp_path, SAMPLES, checkpoints=(), final=False)
+    (job / f"{NAME}_000000500.ckpt").write_bytes(b"pickle")
+    with pytest.raises(JobImportError, match="not a .safetensors"):
+        import_job(job)
+
+
+def test_an_existing_case_file_is_never_overwritten(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES)
+    import_job(job)
+    with pytest.raises(JobImportError, match="never overwrites"):
+        import_job(job)
+
+
+def test_import_and_run_end_to_end_on_the_tiny_model(tmp_path, monkeypatch, capsys):
+    """Previews drawn with the trainer's wiring on the tiny model, imported, run: the report shows step, seed, file."""
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES, previews=(500,))
+    # Redraw the job's previews as ai-toolkit's sampler would have (the tiny model's preview wiring).
+    draft = tmp_path / "draft.yaml"
+    draft_suite = {"base_model": "tiny", "trigger_word": "sks", "baseline_kind": "preview",
+                   "loras": [{"path": str(job / f"{NAME}_000000500.safetensors")}], "sample": SAMPLES,
+                   "previews": [{"file": str(p)} for p in sorted((job / "samples").glob("*__000000500_*.jpg"))]}
+    draft.write_text(yaml.safe_dump(draft_suite))
+    assert main(["draw-previews", "--force", str(draft)]) == 0
+
+    assert main(["import", str(job), "--base-model", "tiny", "--run", "--report", str(tmp_path / "report")]) == 1
+    out = capsys.readouterr().out
+    assert "imported step 500 (2 samples" in out
+    data = json.loads((tmp_path / "report" / "results.json").read_text())
+    for case in data["cases"]:
+        assert case["status"] == "fail" and case["training_step"] == 500
+        assert case["baseline_origin"].endswith(f"__000000500_{case['index']}.jpg")
+        assert case["jpeg"] is not None  # JPEG previews are also compared re-encoded
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "training step" in html and "__000000500_0.jpg" in html
+    # the imported preview's hash is checked on every run
+    shutil.copy(INPUTS / "square.png", tmp_path / "baselines" / NAME / "0.jpg")
+    assert main(["run", str(tmp_path / "cases" / f"{NAME}.yaml"), "--out", str(tmp_path / "r2")]) == 1
+    data = json.loads((tmp_path / "r2" / "results.json").read_text())
+    assert data["cases"][0]["status"] == "error" and "changed since it was imported" in data["cases"][0]["reason"]
+    assert np.asarray(Image.open(tmp_path / "baselines" / NAME / "0.jpg")).shape == (64, 64, 3)
