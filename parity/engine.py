@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .images import encode_output, open_rgb
+from .images import encode_output, open_with_notes
 from .knobs import Knob, RuntimeFacts, Wiring, preview_wiring, reference_wiring, scheduler_items
 from .loading import dtype_for, load_pipeline, locate
 from .lora import LoraState
@@ -41,6 +41,7 @@ class Engine:
         self.base_model_override = base_model_override
         self._loaded: _Loaded | None = None
         self._images: dict[str, Image.Image] = {}
+        self._image_notes: dict[str, list[str]] = {}
 
     def base_of(self, case: Case) -> tuple[str, str]:
         if self.base_model_override:
@@ -73,7 +74,11 @@ class Engine:
         loaded = self._loaded
         assert loaded is not None
         lora_path = case.loras[0].path if case.loras else None
-        timings.update(loaded.lora.apply(wiring.value(Knob.LORA_METHOD), lora_path, wiring.value(Knob.LORA_SCALE)))
+        timings.update(
+            loaded.lora.apply(
+                wiring.value(Knob.LORA_METHOD), lora_path, wiring.value(Knob.LORA_SCALE), case.allow_partial_lora
+            )
+        )
         start = time.perf_counter()
         images = tuple(self._image(p) for p in case.effective.control_images)
         text_images = tuple(self._image(p) for p in wiring.value(Knob.TEXT_IMAGES))
@@ -94,11 +99,13 @@ class Engine:
         rendered = loaded.renderer.render(request, render_knobs(wiring, facts))
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
+        rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
+        rendered.notes += loaded.lora.notes
         return rendered
 
     def _image(self, path: str) -> Image.Image:
         if path not in self._images:
-            self._images[path] = open_rgb(path, f"control image {os.path.basename(path)}")
+            self._images[path], self._image_notes[path] = open_with_notes(path, "control image")
         return self._images[path]
 
     def _ensure_model(self, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
@@ -113,7 +120,9 @@ class Engine:
         return self._loaded
 
     def close(self) -> None:
+        """Drop the loaded model and free its memory (also after CUDA ran out of memory: a clean reload)."""
         self._images.clear()
+        self._image_notes.clear()
         if self._loaded is None:
             return
         self._loaded = None

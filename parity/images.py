@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +13,56 @@ from .atomic import atomic_open
 from .errors import CaseRunError
 from .knobs import OutputEncoding
 
+# Images are read the way both pipelines read them, `Image.open(path).convert("RGB")`, so that parity sees what
+# they saw: alpha is dropped (not composited), a palette is expanded, 16-bit values above 255 clip to white, and
+# EXIF orientation is ignored. `mode_notes` says so for each input where that changes something.
+MAX_PIXELS = 64 * 1024 * 1024  # refuse larger images: a decompression bomb, or nothing a preview is made of
+
 
 def open_rgb(path: str | Path, role: str) -> Image.Image:
     """Open an image and convert it to RGB the way both pipelines do (`Image.open(p).convert("RGB")`)."""
+    return _open(path, role)[0]
+
+
+def open_with_notes(path: str | Path, role: str) -> tuple[Image.Image, list[str]]:
+    """The RGB image and a note for each way the file's own mode or orientation was not kept."""
+    return _open(path, role)
+
+
+def _open(path: str | Path, role: str) -> tuple[Image.Image, list[str]]:
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise CaseRunError(
+                        f"{role} is {width}x{height} pixels, more than parity reads ({MAX_PIXELS // (1024 * 1024)} MP): {path}",
+                        "use the image the training used (previews and control images are a few megapixels)",
+                    )
+                img.load()
+                return img.convert("RGB"), mode_notes(img, role)
     except FileNotFoundError:
         raise CaseRunError(f"{role} not found: {path}", "check the path in the case file") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CaseRunError(f"{role} cannot be read: {path} ({exc})", "replace it with a valid PNG/JPEG/WebP file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CaseRunError(f"{role} looks like a decompression bomb: {path} ({exc})", "replace the file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CaseRunError(
+            f"{role} cannot be read: {path} ({exc})", "replace it with a valid PNG/JPEG/WebP file (not truncated or empty)"
+        ) from None
 
 
-def load_array(path: str | Path, role: str) -> np.ndarray:
-    """An image file as a uint8 HxWx3 array."""
-    return np.asarray(open_rgb(path, role), dtype=np.uint8)
+def mode_notes(img: Image.Image, role: str) -> list[str]:
+    notes = []
+    name = getattr(img, "filename", "") or role
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        notes.append(f"{role} {Path(name).name} has alpha: dropped, as both pipelines do (not composited)")
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        notes.append(f"{role} {Path(name).name} is {img.mode}: values above 255 clip to white, as in both pipelines")
+    orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+    if orientation not in (1, None):
+        notes.append(f"{role} {Path(name).name} has EXIF orientation {orientation}: ignored, as both pipelines ignore it")
+    return notes
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:

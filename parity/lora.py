@@ -54,16 +54,17 @@ class FusedLora:
         self.pipe = pipe
         self.path: str | None = None
         self.scale: float | None = None
+        self.notes: list[str] = []
         self._pristine: _Pristine | None = None
 
-    def apply(self, path: str | None, scale: float | None) -> dict[str, float]:
+    def apply(self, path: str | None, scale: float | None, allow_partial: bool = False) -> dict[str, float]:
         """Make the pipeline's weights those of a fresh `load → fuse(scale)`; returns stage timings."""
         timings: dict[str, float] = {}
         if path != self.path:
             self._drop()
             if path is not None:
                 start = time.perf_counter()
-                self._load(path)
+                self._load(path, allow_partial)
                 timings["lora_load"] = time.perf_counter() - start
         if path is not None and scale != self.scale:
             start = time.perf_counter()
@@ -75,10 +76,13 @@ class FusedLora:
             timings["lora_fuse"] = time.perf_counter() - start
         return timings
 
-    def _load(self, path: str) -> None:
-        if not path.endswith(".safetensors"):
-            raise ModelLoadError(f"LoRA is not a .safetensors file: {path}", "use the .safetensors file ai-toolkit saved")
+    def _load(self, path: str, allow_partial: bool = False) -> None:
+        check_lora_file(path)
         wanted = lora_module_names(path)
+        linears = {n for n, m in self.pipe.transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+        missing = sorted(wanted - linears)
+        if missing and (not allow_partial or len(missing) == len(wanted)):
+            raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
         folder, name = os.path.split(path)
         try:
             self.pipe.load_lora_weights(folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True)
@@ -88,15 +92,14 @@ class FusedLora:
                 "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
             ) from None
         wrapped = self._wrapped()
-        missing = sorted(wanted - set(wrapped))
-        if missing or not wrapped:
+        unwrapped = sorted(wanted - set(wrapped) - set(missing))
+        if unwrapped or not wrapped:
             self.pipe.unload_lora_weights()
-            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-            raise ModelLoadError(
-                f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match nothing in the transformer ({shown})",
-                "the LoRA was trained for another model or saved with unknown key names; an unmatched LoRA would "
-                "silently leave the base model unchanged",
-            )
+            raise ModelLoadError(*_unmatched(path, unwrapped or sorted(wanted), wanted, False))
+        self.notes = []
+        if missing:
+            note = f"LoRA {os.path.basename(path)}: {len(missing)} of {len(wanted)} target modules match nothing"
+            self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
         self.path = path
         self._pristine = self._snapshot(wrapped)
 
@@ -141,6 +144,30 @@ class FusedLora:
         self.path, self.scale, self._pristine = None, None, None
 
 
+def check_lora_file(path: str) -> None:
+    if not path.endswith(".safetensors"):
+        raise ModelLoadError(
+            f"LoRA is not a .safetensors file: {path} (pickled checkpoints are never loaded)",
+            "use the .safetensors file ai-toolkit saved",
+        )
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"LoRA file not found: {path}", "check `loras[].path` (relative to the case file)")
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -> tuple[str, str]:
+    what = f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match nothing in the transformer ({_shown(missing)})"
+    if allowed:
+        return what, "no module matches at all: the LoRA is for another model"
+    return what, (
+        "the LoRA was trained for another model or saved with unknown key names; an unmatched LoRA would silently "
+        "leave the base model unchanged (set `allow_partial_lora: true` in the case file to accept a partial match)"
+    )
+
+
 def _copy(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type == "cuda":
         try:
@@ -181,13 +208,14 @@ class AitkLora:
         self._pristine: dict[str, torch.Tensor] = {}
         self._hooks: list = []
 
-    def apply(self, method: LoraMethod, path: str, multiplier: float, scale: float) -> None:
+    def apply(self, method: LoraMethod, path: str, multiplier: float, scale: float, allow_partial: bool = False) -> None:
         state = (method, path, multiplier, scale)
         if state == self.state:
             return
         self.clear()
-        modules = self._modules(path)
-        pairs = lora_pairs(path)
+        check_lora_file(path)
+        modules = self._modules(path, allow_partial)
+        pairs = {name: pair for name, pair in lora_pairs(path).items() if name in modules}
         device = self.pipe.transformer.device
         if method is LoraMethod.AITK_MERGE:
             for name, (down, up) in pairs.items():
@@ -216,16 +244,13 @@ class AitkLora:
             self._pristine.clear()
         self.state = None
 
-    def _modules(self, path: str) -> dict[str, torch.nn.Module]:
+    def _modules(self, path: str, allow_partial: bool) -> dict[str, torch.nn.Module]:
         modules = dict(self.pipe.transformer.named_modules())
         wanted = lora_module_names(path)
         missing = sorted(n for n in wanted if not isinstance(modules.get(n), torch.nn.Linear))
-        if missing:
-            raise ModelLoadError(
-                f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match no linear layer ({', '.join(missing[:8])})",
-                "the LoRA was trained for another model or saved with unknown key names",
-            )
-        return {n: modules[n] for n in wanted}
+        if missing and (not allow_partial or len(missing) == len(wanted)):
+            raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
+        return {n: modules[n] for n in wanted if n not in missing}
 
 
 def _branch(down: torch.Tensor, up: torch.Tensor, runtime_scale: torch.Tensor, multiplier: torch.Tensor):
@@ -251,18 +276,22 @@ class LoraState:
     def for_pipe(cls, pipe) -> LoraState:
         return cls(FusedLora(pipe), AitkLora(pipe))
 
-    def apply(self, method: LoraMethod, path: str | None, scale: object) -> dict[str, float]:
+    @property
+    def notes(self) -> list[str]:
+        return self.fused.notes
+
+    def apply(self, method: LoraMethod, path: str | None, scale: object, allow_partial: bool = False) -> dict[str, float]:
         """`scale`: a float for diffusers; (multiplier, alpha/rank) for ai-toolkit, kept apart as it computes."""
         start = time.perf_counter()
         timings: dict[str, float] = {}
         if method is LoraMethod.DIFFUSERS_FUSE and path is not None:
             self.aitk.clear()
             value = scale[0] * scale[1] if isinstance(scale, tuple) else scale
-            return self.fused.apply(path, float(value))
+            return self.fused.apply(path, float(value), allow_partial)
         if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None:
             timings.update(self.fused.apply(None, None))
             multiplier, alpha_scale = scale if isinstance(scale, tuple) else (scale, 1.0)
-            self.aitk.apply(method, path, multiplier, alpha_scale)
+            self.aitk.apply(method, path, multiplier, alpha_scale, allow_partial)
             timings["lora_fuse"] = time.perf_counter() - start
             return timings
         self.aitk.clear()

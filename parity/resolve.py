@@ -72,6 +72,7 @@ class Case:
     baseline_sha256: str | None = None  # recorded at import; a changed preview is flagged
     baseline_origin: str | None = None  # where the trainer wrote the preview
     training_step: int | None = None
+    allow_partial_lora: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
                 baseline_origin=imported.source if imported is not None else None,
                 training_step=imported.step if imported is not None and imported.step is not None else training.step,
                 training=training,
+                allow_partial_lora=spec.allow_partial_lora,
                 preview=PreviewFacts(
                     width=trainer_size(width, model.size_divisor),
                     height=trainer_size(height, model.size_divisor),

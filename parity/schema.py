@@ -223,6 +223,12 @@ class SuiteFile:
     )
     trigger_word: str | None = key("Replaces `[trigger]` (and `[name]`) in prompts.")
     loras: tuple[LoraEntry, ...] = key("Harness: LoRAs to fuse (the reference server applies one).", (), origin=HARNESS)
+    allow_partial_lora: bool = key(
+        "Harness: accept a LoRA of which only some target modules exist in the model (noted in the report); "
+        "by default any unmatched key is an error, since an unmatched LoRA silently changes nothing.",
+        False,
+        origin=HARNESS,
+    )
     baseline_kind: str = key(
         "Harness: `pinned` (outputs of this harness; a missing one is written) or `preview` (training "
         "previews; never written).",

@@ -13,12 +13,14 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .baselines import settle
 from .compare import check, compare, heatmap, measure
 from .diagnose import diagnose, wiring_rows
 from .environment import fingerprint
 from .errors import CaseFileError, ParityError
-from .images import encode_output, load_array, save_png
+from .images import encode_output, open_with_notes, save_png
 from .knobs import Knob, OutputEncoding, Setting
 from .resolve import Case
 from .results import BaselineAction, CasePaths, CaseResult, JpegCheck, RunInfo, Status, write_json
@@ -65,8 +67,17 @@ class ParitySession:
         except ParityError as exc:
             result = self._error(case, str(exc))
         except Exception as exc:  # noqa: BLE001 (one broken case never stops the suite; the traceback is kept)
-            detail = "".join(traceback.format_exception(exc))
-            result = self._error(case, f"{type(exc).__name__}: {exc}\n{detail}")
+            if _out_of_memory(exc):
+                self._free()
+                result = self._error(
+                    case,
+                    f"CUDA ran out of memory in this case ({str(exc).splitlines()[0]}); the model was unloaded to "
+                    "free it and the next case loads it again. Fix: a smaller size or fewer control images, or a "
+                    "GPU with more memory",
+                )
+            else:
+                detail = "".join(traceback.format_exception(exc))
+                result = self._error(case, f"{type(exc).__name__}: {exc}\n{detail}")
         result.timings["total"] = time.perf_counter() - start
         self._record(result)
         return result
@@ -118,7 +129,8 @@ class ParitySession:
         start = time.perf_counter()
         save_png(rendered.image, folder / "output.png")
         decision = settle(case, rendered.image, self.options.update)
-        baseline = load_array(decision.path, "baseline")
+        baseline_image, baseline_notes = open_with_notes(decision.path, "baseline")
+        baseline = np.asarray(baseline_image, dtype=np.uint8)
         kept = folder / f"baseline{Path(decision.path).suffix.lower() or '.png'}"
         shutil.copyfile(decision.path, kept)
         comparison = compare(rendered.image, baseline, case.thresholds)
@@ -152,7 +164,7 @@ class ParitySession:
             timings["diagnose"] = time.perf_counter() - start
             reason = f"{diagnosis.verdict} — {reason}"
         return CaseResult(
-            **_case_fields(case),
+            **{k: v for k, v in _case_fields(case).items() if k != "notes"},
             status=status,
             reason=reason,
             metrics=comparison.metrics,
@@ -170,7 +182,12 @@ class ParitySession:
             jpeg=jpeg,
             wiring=wiring_rows(reference, preview),
             diagnosis=diagnosis,
+            notes=(*case.notes, *rendered.notes, *baseline_notes),
         )
+
+    def _free(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
 
     def _renderer(self, case: Case):
         """Render a variant wiring; renders that differ only in output encoding share one raw image."""
@@ -246,6 +263,10 @@ def _case_fields(case: Case) -> dict:
         "training_step": case.training_step,
         "baseline_origin": case.baseline_origin,
     }
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 def safe_name(text: str) -> str:

@@ -16,7 +16,7 @@ CFG is not renormalised unless do_cfg_norm, its own scheduler config, VAE tiling
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ class Rendered:
     image: np.ndarray  # uint8 HxWx3, the pipeline's PIL output
     decoded: torch.Tensor  # the VAE output before post-processing, for exactness tests
     timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
 
 
 def condition_tensor(image: Image.Image, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -126,6 +127,11 @@ class Renderer:
                 )
             with timer("postprocess"):
                 image = to_uint8(self.pipe, decoded)
+            if not image.any():
+                raise CaseRunError(
+                    "the output is all black",
+                    "check the LoRA and the base model (a LoRA with huge or NaN weights, a broken VAE decode)",
+                )
         return Rendered(image=image, decoded=decoded, timings=dict(timer.seconds))
 
     def embeddings(self, request: Request, knobs: RenderKnobs) -> tuple[Embeddings, Embeddings]:

@@ -1,0 +1,97 @@
+"""Property: any case file either loads or raises CaseFileError naming file, field, value and a fix."""
+
+import string
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parity.errors import CaseFileError
+from parity.schema import SCHEMA_TABLES
+from parity.suite import load_cases
+
+KNOWN_KEYS = sorted({f for _, cls in SCHEMA_TABLES for f in cls.__dataclass_fields__})
+ODD_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    ODD_TEXT,
+    st.sampled_from(["inputs/hat.png", "inputs/missing.png", "loras/tiny.safetensors", "tiny", "", "-1", "0.5", "[trigger] a --seed 7 --w 96"]),
+)
+
+
+def values(depth=2):
+    if depth == 0:
+        return SCALARS
+    inner = values(depth - 1)
+    keys = st.one_of(st.sampled_from(KNOWN_KEYS), ODD_TEXT, st.integers(-3, 3))
+    return st.one_of(SCALARS, st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=6))
+
+
+def sample_item():
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt": st.one_of(ODD_TEXT, st.just("a hat --seed x --w 9999 --n no"), SCALARS),
+            "ctrl_img_1": st.sampled_from(["inputs/hat.png", "inputs/missing.png", "../../etc/passwd", 3]),
+            "ctrl_img": st.sampled_from(["inputs/square.png", None]),
+            "width": SCALARS,
+            "seed": SCALARS,
+            "sample_steps": SCALARS,
+            "network_multiplier": SCALARS,
+            "baseline": SCALARS,
+            "ssim_min": SCALARS,
+            "name": st.one_of(ODD_TEXT, st.just("../../x")),
+        },
+    )
+
+
+def suites():
+    sample = st.fixed_dictionaries(
+        {},
+        optional={
+            "samples": st.one_of(st.lists(sample_item(), max_size=3), values(1)),
+            "prompts": st.one_of(st.lists(ODD_TEXT, max_size=3), values(1)),
+            "width": SCALARS, "height": SCALARS, "seed": SCALARS, "walk_seed": SCALARS, "neg": SCALARS,
+            "guidance_scale": SCALARS, "sample_steps": SCALARS, "format": SCALARS, "extra_values": values(1),
+        },
+    )
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "sample": st.one_of(sample, values(1)),
+            "model": st.one_of(st.just("qwen_image_edit_plus_2511"), SCALARS),
+            "base_model": SCALARS,
+            "loras": st.one_of(st.lists(st.fixed_dictionaries({"path": SCALARS}), max_size=2), values(1)),
+            "baseline_kind": st.sampled_from(["pinned", "preview", "x", None]),
+            "thresholds": values(1),
+            "training": values(1),
+            "previews": values(1),
+            "trigger_word": SCALARS,
+            "sampel": SCALARS,
+        },
+    )
+
+
+def texts():
+    dumped = suites().map(lambda d: yaml.safe_dump(d, allow_unicode=True))
+    garbage = st.text(alphabet=string.printable + "ü€\t", max_size=200)
+    broken = dumped.map(lambda t: t.replace(":", "", 1) + "\n  - [unclosed")
+    return st.one_of(dumped, dumped, dumped, garbage, broken, st.just("a: &x [*x]\n"), st.just("{" * 200))
+
+
+@settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=texts())
+def test_every_case_file_loads_or_says_what_is_wrong(workdir, text):
+    path = workdir / "cases" / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_cases(path)
+    except CaseFileError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert problem.file == str(path)
+            assert problem.field and problem.message and problem.fix
+            assert str(problem).startswith(str(path))
