@@ -7,12 +7,13 @@ training previews, which parity never writes.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import sha256_of
+from .atomic import sha256_of, write_text
 from .errors import CaseRunError
 from .images import save_png
 from .resolve import Case
@@ -30,8 +31,22 @@ class BaselineDecision:
         return self.action in (BaselineAction.WRITTEN, BaselineAction.REWRITTEN)
 
 
-def settle(case: Case, output: np.ndarray, update: bool) -> BaselineDecision:
-    """Write the baseline if the rules say so, and say what happened."""
+def fingerprint_path(baseline: str) -> str:
+    """Where the environment a pinned baseline was made in is recorded."""
+    return baseline + ".env.json"
+
+
+def read_fingerprint(baseline: str) -> dict | None:
+    try:
+        with open(fingerprint_path(baseline), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def settle(case: Case, output: np.ndarray, update: bool, environment: dict | None = None) -> BaselineDecision:
+    """Write the baseline if the rules say so (with the environment it was made in), and say what happened."""
     path = case.baseline
     if path is None:
         raise CaseRunError(f"{case.id} has no baseline path", "add `baseline:` to the sample")
@@ -56,4 +71,6 @@ def settle(case: Case, output: np.ndarray, update: bool) -> BaselineDecision:
             "give the sample a `baseline:` ending in .png (or drop it to use <baselines>/<name>.png)",
         )
     save_png(output, path)
+    if environment is not None:
+        write_text(fingerprint_path(path), json.dumps(environment, indent=2, sort_keys=True) + "\n")
     return BaselineDecision(BaselineAction.REWRITTEN if update and exists else BaselineAction.WRITTEN, path)

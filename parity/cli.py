@@ -132,6 +132,7 @@ def _run(args) -> int:
             base_model=args.base_model,
             update=args.update,
             diagnose=args.diagnose,
+            self_contained=args.self_contained,
             command="parity " + " ".join(sys.argv[1:]),
         )
     )

@@ -40,6 +40,12 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
     ),
     Option(
+        "self-contained",
+        "write index.html as one file with every image embedded (to attach or mail it)",
+        False,
+        flag=True,
+    ),
+    Option(
         "update",
         "rewrite pinned baselines from this run's outputs; the cases fail so that a person reviews the new images",
         False,

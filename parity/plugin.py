@@ -78,6 +78,7 @@ class PytestParity:
                     base_model=option_value(self.config, "base-model") or None,
                     update=bool(option_value(self.config, "update")),
                     diagnose=bool(option_value(self.config, "diagnose")),
+                    self_contained=bool(option_value(self.config, "self-contained")),
                     command="pytest " + " ".join(self.config.invocation_params.args),
                 )
             )

@@ -1,12 +1,15 @@
 """The HTML report: view-models compute every displayed value; the jinja2 template (autoescaped) only lays out.
 
-Images are referenced relative to the report folder (`cases/<id>/output.png`, `baseline.*`, `diff.png`), so the
-folder can be moved or archived whole. No external resources are referenced.
+Images are referenced relative to the report folder (`cases/<id>/output.png`, `baseline.*`, `diff.png`,
+`control-N.*`), or embedded as data URIs with `self_contained`. The page fetches nothing: styles and the
+small script (sorting, filtering, swipe/onion/zoom) are inline.
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import mimetypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,10 @@ SETTING_ROWS = (
     ("LoRA scale", "lora_scale"),
     ("control images", "control_images"),
 )
+# What decides pixels when it changes between the run that made a baseline and this one.
+ENV_KEYS = (("versions", "torch"), ("versions", "diffusers"), ("versions", "transformers"), ("versions", "peft"),
+            ("device_name", None), ("compute_capability", None), ("dtype", None))
+STATUS_ORDER = {Status.ERROR: 0, Status.FAIL: 1, Status.PASS: 2}
 
 
 @dataclass(frozen=True)
@@ -57,34 +64,55 @@ class KnobView:
 
 
 @dataclass(frozen=True)
-class CaseView:
+class Picture:
+    caption: str
+    src: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of the sortable case table; `sort` holds the machine values the script sorts by."""
+
     anchor: str
     id: str
-    name: str
-    suite: str
     status: str
-    status_class: str
-    reason: str
+    status_rank: int
     ssim: str
     psnr: str
-    mean_abs: str
     max_abs: str
+    mean_abs: str
     size: str
     seed: str
     lora_scale: str
-    images: tuple[tuple[str, str], ...]  # (caption, relative path)
+    verdict: str
+    sort: dict[str, str]
+    search: str
+
+
+@dataclass(frozen=True)
+class CaseView:
+    anchor: str
+    id: str
+    status: str
+    reason: str
+    verdict: str
+    verdict_class: str
+    controls: tuple[Picture, ...]
+    baseline: Picture | None
+    output: Picture | None
+    diff: Picture | None
     heat_note: str
     metrics: tuple[MetricRow, ...]
     settings: tuple[SettingRow, ...]
-    notes: tuple[str, ...]
-    timings: tuple[tuple[str, str], ...]
-    paths: tuple[tuple[str, str], ...]
-    error: str | None
-    verdict: str
-    verdict_class: str
     causes: tuple[str, ...]
     knobs: tuple[KnobView, ...]
     jpeg: tuple[tuple[str, str], ...]
+    env_changes: tuple[str, ...]
+    notes: tuple[str, ...]
+    timings: str
+    paths: tuple[tuple[str, str], ...]
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -96,13 +124,14 @@ class ReportView:
     verdict: str
     verdict_class: str
     run_rows: tuple[tuple[str, str], ...]
+    env_banner: str
+    rows: tuple[SummaryRow, ...]
     cases: tuple[CaseView, ...]
 
 
-def build_view(run: RunInfo, results: list[CaseResult]) -> ReportView:
+def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_contained: bool = False) -> ReportView:
     tally = counts(results)
-    order = {Status.ERROR: 0, Status.FAIL: 1, Status.PASS: 2}
-    ordered = sorted(results, key=lambda r: (order[r.status], r.suite, r.index if r.index is not None else -1))
+    ordered = sorted(results, key=_worst_first)
     if tally["error"] or tally["fail"]:
         verdict, verdict_class = f"{tally['fail']} failed, {tally['error']} errors, {tally['pass']} passed", "bad"
     else:
@@ -112,12 +141,22 @@ def build_view(run: RunInfo, results: list[CaseResult]) -> ReportView:
     run_rows = (
         ("started", run.started),
         ("finished", run.finished or "not finished (interrupted?)"),
-        ("device", f"{env.get('device', run.device)} — {env.get('device_name', '')} ({env.get('dtype', '')})"),
+        ("device", f"{env.get('device', run.device)} — {env.get('device_name', '')} ({env.get('dtype', '')})"
+         + (f", compute capability {env['compute_capability']}" if env.get("compute_capability") else "")),
         ("base model override", run.base_model_override or "none (each case file's base_model)"),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("platform", f"{env.get('platform', '')}, Python {env.get('python', '')}"),
         ("command", run.command),
     )
+    picture = _pictures(out_dir, self_contained)
+    cases = tuple(_case_view(i, r, env, picture) for i, r in enumerate(ordered))
+    drifted = [c.id for c in cases if c.env_changes]
+    banner = ""
+    if drifted:
+        banner = (
+            f"{len(drifted)} baseline(s) were made in another environment (library versions, GPU or dtype): "
+            "differences may come from there, not from the wiring. See each case."
+        )
     return ReportView(
         title="parity report",
         complete=run.complete,
@@ -126,17 +165,52 @@ def build_view(run: RunInfo, results: list[CaseResult]) -> ReportView:
         verdict=verdict,
         verdict_class=verdict_class,
         run_rows=run_rows,
-        cases=tuple(_case_view(i, r) for i, r in enumerate(ordered)),
+        env_banner=banner,
+        rows=tuple(_summary_row(i, r) for i, r in enumerate(ordered)),
+        cases=cases,
     )
 
 
-def _case_view(i: int, r: CaseResult) -> CaseView:
+def _worst_first(r: CaseResult):
+    ssim = r.metrics.ssim if r.metrics is not None else -1.0
+    return (STATUS_ORDER[r.status], ssim, r.suite, r.index if r.index is not None else -1)
+
+
+def _summary_row(i: int, r: CaseResult) -> SummaryRow:
+    m, eff = r.metrics, r.effective
+    verdict = r.diagnosis.verdict if r.diagnosis is not None else r.reason
+    sort = {
+        "status": str(STATUS_ORDER[r.status]),
+        "case": r.id,
+        "ssim": _sortable(m.ssim if m else None),
+        "psnr": _sortable(m.psnr if m else None),
+        "max": _sortable(m.max_abs_diff if m else None),
+        "mean": _sortable(m.mean_abs_diff if m else None),
+        "size": _sortable(eff.width * eff.height if eff else None),
+        "seed": _sortable(eff.seed if eff else None),
+        "lora": _sortable(eff.lora_scale if eff else None),
+        "verdict": verdict,
+    }
+    return SummaryRow(
+        anchor=f"case-{i}",
+        id=r.id,
+        status=r.status.value,
+        status_rank=STATUS_ORDER[r.status],
+        ssim=_num(m.ssim) if m else "—",
+        psnr=_num(m.psnr) if m else "—",
+        max_abs=str(m.max_abs_diff) if m else "—",
+        mean_abs=_num(m.mean_abs_diff) if m else "—",
+        size=f"{eff.width}x{eff.height}" if eff else "—",
+        seed=str(eff.seed) if eff else "—",
+        lora_scale=_setting(eff.lora_scale) if eff else "—",
+        verdict=verdict,
+        sort=sort,
+        search=f"{r.id} {r.status.value} {verdict} {eff.prompt if eff else ''}".lower(),
+    )
+
+
+def _case_view(i: int, r: CaseResult, run_env: dict, picture) -> CaseView:
     m, t, eff = r.metrics, r.thresholds, r.effective
-    images = tuple(
-        (caption, path)
-        for caption, path in (("baseline", r.paths.baseline), ("output", r.paths.output), ("difference", r.paths.diff))
-        if path
-    )
     metric_rows: list[MetricRow] = []
     if m is not None and t is not None:
         for label, value, limit, kind in (
@@ -154,9 +228,6 @@ def _case_view(i: int, r: CaseResult) -> CaseView:
         for label, attr in SETTING_ROWS:
             req, got = _setting(getattr(r.requested, attr)), _setting(getattr(eff, attr))
             settings.append(SettingRow(label, req, got, req != got))
-    scale = ""
-    if r.paths.diff and m is not None:
-        scale = "brighter = larger difference; white = the largest difference (at least 8 levels)"
     verdict, verdict_class, causes = "", "", ()
     if r.diagnosis is not None:
         verdict = r.diagnosis.verdict
@@ -181,27 +252,31 @@ def _case_view(i: int, r: CaseResult) -> CaseView:
             ("output re-encoded as JPEG q75 vs baseline", f"SSIM {_num(jm.ssim)}, PSNR {_num(jm.psnr)}, mean |diff| {_num(jm.mean_abs_diff)}"),
             ("JPEG noise floor (output vs its re-encoding)", f"SSIM {_num(nf.ssim)}, mean |diff| {_num(nf.mean_abs_diff)}"),
         )
+    names = [os.path.basename(p) for p in (eff.control_images if eff else ())]
+    controls = tuple(
+        picture(f"Picture {k + 1}: {names[k] if k < len(names) else ''}", path, f"control image {k + 1} of {r.id}")
+        for k, path in enumerate(r.paths.controls)
+    )
     return CaseView(
         anchor=f"case-{i}",
         id=r.id,
-        name=r.name,
-        suite=r.suite,
         status=r.status.value,
-        status_class=r.status.value,
         reason=r.reason,
-        ssim=_num(m.ssim) if m else "—",
-        psnr=_num(m.psnr) if m else "—",
-        mean_abs=_num(m.mean_abs_diff) if m else "—",
-        max_abs=str(m.max_abs_diff) if m else "—",
-        size=f"{eff.width}x{eff.height}" if eff else "—",
-        seed=str(eff.seed) if eff else "—",
-        lora_scale=_setting(eff.lora_scale) if eff else "—",
-        images=images,
-        heat_note=scale,
+        verdict=verdict,
+        verdict_class=verdict_class,
+        controls=controls,
+        baseline=picture("baseline", r.paths.baseline, f"baseline of {r.id}") if r.paths.baseline else None,
+        output=picture("output", r.paths.output, f"output of {r.id}") if r.paths.output else None,
+        diff=picture("difference", r.paths.diff, f"difference of {r.id}") if r.paths.diff else None,
+        heat_note="brighter = larger difference; white = the largest difference (at least 8 levels)" if r.paths.diff else "",
         metrics=tuple(metric_rows),
         settings=tuple(settings),
+        causes=causes,
+        knobs=knobs,
+        jpeg=jpeg,
+        env_changes=env_changes(r.baseline_environment, run_env),
         notes=r.notes,
-        timings=tuple((k, f"{v:.2f} s") for k, v in r.timings.items()),
+        timings=" · ".join(f"{k} {v:.2f} s" for k, v in r.timings.items()),
         paths=tuple(
             (label, value)
             for label, value in (
@@ -215,12 +290,31 @@ def _case_view(i: int, r: CaseResult) -> CaseView:
             if value
         ),
         error=r.error,
-        verdict=verdict,
-        verdict_class=verdict_class,
-        causes=causes,
-        knobs=knobs,
-        jpeg=jpeg,
     )
+
+
+def env_changes(baseline_env: dict | None, run_env: dict) -> tuple[str, ...]:
+    """What differs between the environment a pinned baseline was made in and this run's."""
+    if not baseline_env:
+        return ()
+    changes = []
+    for key, sub in ENV_KEYS:
+        then = baseline_env.get(key, {}).get(sub) if sub else baseline_env.get(key)
+        now = run_env.get(key, {}).get(sub) if sub else run_env.get(key)
+        if then != now and (then is not None or now is not None):
+            changes.append(f"{sub or key.replace('_', ' ')}: baseline {then or '—'}, this run {now or '—'}")
+    return tuple(changes)
+
+
+def _pictures(out_dir: Path, self_contained: bool):
+    def picture(caption: str, rel: str, alt: str) -> Picture:
+        if not self_contained:
+            return Picture(caption, rel, alt)
+        data = (out_dir / rel).read_bytes()
+        kind = mimetypes.guess_type(rel)[0] or "image/png"
+        return Picture(caption, f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}", alt)
+
+    return picture
 
 
 def _effect(row: KnobRow, base) -> str:
@@ -234,6 +328,14 @@ def _effect(row: KnobRow, base) -> str:
     if e.metrics is None:
         return e.note
     return f"SSIM {base.ssim:.4f} → {e.metrics.ssim:.4f}, mean |diff| {base.mean_abs_diff:.2f} → {e.metrics.mean_abs_diff:.2f}"
+
+
+def _sortable(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isinf(value):
+        return "1e308"
+    return repr(float(value))
 
 
 def _num(value: float) -> str:
@@ -265,8 +367,8 @@ def render_html(view: ReportView) -> str:
     return _ENV.get_template("report.html.j2").render(view=view)
 
 
-def write_report(out_dir: Path, run: RunInfo, results: list[CaseResult]) -> Path:
+def write_report(out_dir: Path, run: RunInfo, results: list[CaseResult], self_contained: bool = False) -> Path:
     """Write index.html atomically into `out_dir` and return its path."""
     target = out_dir / "index.html"
-    write_text(target, render_html(build_view(run, results)))
+    write_text(target, render_html(build_view(run, results, out_dir, self_contained)))
     return target

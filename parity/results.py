@@ -39,6 +39,7 @@ class CasePaths:
     baseline: str | None = None
     diff: str | None = None
     baseline_source: str | None = None  # where the baseline lives (absolute), for the user to find it
+    controls: tuple[str, ...] = ()  # copies of the control images, in order ("Picture 1", ...)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class CaseResult:
     baseline_origin: str | None = None
     wiring: tuple[KnobRow, ...] = ()
     diagnosis: Diagnosis | None = None
+    baseline_environment: dict[str, Any] | None = None  # recorded when a pinned baseline was written
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import settle
+from .baselines import read_fingerprint, settle
 from .compare import check, compare, heatmap, measure
 from .diagnose import diagnose, wiring_rows
 from .environment import fingerprint
@@ -35,6 +35,7 @@ class RunOptions:
     base_model: str | None = None
     update: bool = False
     diagnose: bool = False
+    self_contained: bool = False
     command: str = ""
 
 
@@ -49,6 +50,7 @@ class ParitySession:
     options: RunOptions
     results: list[CaseResult] = field(default_factory=list)
     started: str = field(default_factory=lambda: _now())
+    report_seconds: float = 0.0
     _engine: object = None
 
     @property
@@ -117,7 +119,9 @@ class ParitySession:
         run = self._run_info(complete)
         out = self.options.out_dir
         write_json(out / "results.json", run, self.results)
-        index = write_report(out, run, self.results)
+        start = time.perf_counter()
+        index = write_report(out, run, self.results, self.options.self_contained)
+        self.report_seconds = time.perf_counter() - start
         if self._engine is not None:
             self._engine.close()
         return ReportPaths(out / "results.json", index)
@@ -128,11 +132,16 @@ class ParitySession:
         folder = self._case_dir(case)
         start = time.perf_counter()
         save_png(rendered.image, folder / "output.png")
-        decision = settle(case, rendered.image, self.options.update)
+        decision = settle(case, rendered.image, self.options.update, self._baseline_environment())
         baseline_image, baseline_notes = open_with_notes(decision.path, "baseline")
         baseline = np.asarray(baseline_image, dtype=np.uint8)
         kept = folder / f"baseline{Path(decision.path).suffix.lower() or '.png'}"
         shutil.copyfile(decision.path, kept)
+        controls = []
+        for i, source in enumerate(case.effective.control_images, start=1):
+            copy = folder / f"control-{i}{Path(source).suffix.lower()}"
+            shutil.copyfile(source, copy)
+            controls.append(self._rel(copy))
         comparison = compare(rendered.image, baseline, case.thresholds)
         jpeg = jpeg_check(rendered.image, baseline, case) if _is_jpeg(decision.path) and comparison.metrics else None
         diff_rel = None
@@ -176,6 +185,7 @@ class ParitySession:
                 baseline=self._rel(kept),
                 diff=diff_rel,
                 baseline_source=os.path.abspath(decision.path),
+                controls=tuple(controls),
             ),
             baseline_action=decision.action,
             timings=timings,
@@ -183,7 +193,14 @@ class ParitySession:
             wiring=wiring_rows(reference, preview),
             diagnosis=diagnosis,
             notes=(*case.notes, *rendered.notes, *baseline_notes),
+            baseline_environment=read_fingerprint(decision.path),
         )
+
+    def _baseline_environment(self) -> dict:
+        """What a pinned baseline written now is recorded with (compared with later runs' environment)."""
+        env = fingerprint(self._engine.describe() if self._engine is not None else {"device": self.options.device})
+        keep = ("versions", "device", "device_name", "compute_capability", "dtype", "machine")
+        return {**{k: env[k] for k in keep if k in env}, "wiring": "reference", "written": _now()}
 
     def _free(self) -> None:
         if self._engine is not None:

@@ -1,4 +1,8 @@
-"""The pytest plugin, driven through pytester: items, marker, options and their ini twins, regeneration."""
+"""The pytest plugin, driven through pytester: items, marker, options and their ini twins, regeneration.
+
+Every inner run is a subprocess: an in-process pytester run drops the modules first imported inside it, and
+importing torch's C extensions a second time in one process crashes it.
+"""
 
 import json
 import shutil
@@ -33,12 +37,12 @@ def project(pytester):
 
 
 def test_each_sample_is_an_item_marked_parity(project):
-    result = project.runpytest("--collect-only", "-q", "-m", "parity")
+    result = project.runpytest_subprocess("--collect-only", "-q", "-m", "parity")
     result.stdout.fnmatch_lines(["cases/suite.yaml::first", "cases/suite.yaml::second", "*2/3 tests collected (1 deselected)*"])
 
 
 def test_missing_baselines_are_written_and_fail_then_pass(project):
-    result = project.runpytest("-m", "parity")
+    result = project.runpytest_subprocess("-m", "parity")
     result.assert_outcomes(failed=2, deselected=1)
     result.stdout.fnmatch_lines(
         [
@@ -49,27 +53,27 @@ def test_missing_baselines_are_written_and_fail_then_pass(project):
         ]
     )
     assert (project.path / "baselines" / "suite" / "first.png").is_file()
-    result = project.runpytest("-m", "parity")
+    result = project.runpytest_subprocess("-m", "parity")
     result.assert_outcomes(passed=2, deselected=1)
     data = json.loads((project.path / "out" / "results.json").read_text())
     assert [c["status"] for c in data["cases"]] == ["pass", "pass"]
 
 
 def test_update_rewrites_and_fails_and_the_cli_option_beats_the_ini(project):
-    project.runpytest("-m", "parity")
-    result = project.runpytest("-m", "parity", "--parity-update", "--parity-out", "elsewhere")
+    project.runpytest_subprocess("-m", "parity")
+    result = project.runpytest_subprocess("-m", "parity", "--parity-update", "--parity-out", "elsewhere")
     result.assert_outcomes(failed=2, deselected=1)
     result.stdout.fnmatch_lines(["*baseline rewritten on request*"])
     assert (project.path / "elsewhere" / "index.html").is_file()
 
 
 def test_a_failing_case_prints_metrics_and_every_path(project):
-    project.runpytest("-m", "parity")
+    project.runpytest_subprocess("-m", "parity")
     from PIL import Image
 
     baseline = project.path / "baselines" / "suite" / "first.png"
     Image.new("RGB", (64, 64), (0, 0, 0)).save(baseline)
-    result = project.runpytest("-m", "parity")
+    result = project.runpytest_subprocess("-m", "parity")
     result.assert_outcomes(failed=1, passed=1, deselected=1)
     result.stdout.fnmatch_lines(
         [
@@ -85,12 +89,23 @@ def test_a_failing_case_prints_metrics_and_every_path(project):
 
 def test_an_invalid_case_file_is_a_collection_error_naming_field_and_fix(project):
     (project.path / "cases" / "broken.yaml").write_text("sample:\n  sample_stepz: 3\n  prompts: [a]\n")
-    result = project.runpytest("-m", "parity", "--collect-only")
+    result = project.runpytest_subprocess("-m", "parity", "--collect-only")
     result.stdout.fnmatch_lines(["*invalid case file*broken.yaml*", "*broken.yaml:2: sample.sample_stepz: unknown key (did you mean 'sample_steps'?)*Fix:*"])
     assert result.ret != 0
 
 
 def test_unit_tests_run_without_touching_the_model(project):
-    result = project.runpytest("tests")
+    result = project.runpytest_subprocess("tests")
     result.assert_outcomes(passed=1)
     assert not (project.path / "out").exists()
+
+
+def test_junit_xml_from_pytest_carries_the_metrics(project):
+    project.runpytest_subprocess("-m", "parity")
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(project.path / "baselines" / "suite" / "first.png")
+    project.runpytest_subprocess("-m", "parity", "--junitxml", "junit.xml")
+    xml = (project.path / "junit.xml").read_text()
+    assert '<failure message="FAIL: suite::first: SSIM' in xml
+    assert "PSNR" in xml and "diff.png" in xml
