@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import ParityError
 from .options import add_cli_options, check_device
+from .planner import parse_shard, plan, shard
 from .results import Status, counts
 from .suite import discover, load_all
 
@@ -24,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run case files and write results.json and index.html")
     run.add_argument("paths", nargs="*", default=["cases"], metavar="PATHS", help="case files or folders (default: cases/)")
     add_cli_options(run)
+    report = sub.add_parser("report", help="work with results.json files")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    merge = report_sub.add_parser("merge", help="join the results of shards (or xdist workers) into one report")
+    merge.add_argument("inputs", nargs="+", metavar="DIR", help="folders holding results.json")
+    merge.add_argument("--out", required=True, metavar="DIR", help="folder for the joined results.json and index.html")
     validate = sub.add_parser("validate", help="check case files without running them")
     validate.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
     sub.add_parser("fields", help="print the case-file reference (markdown, generated from the schema)")
@@ -36,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--config", metavar="FILE", help="the job config, if not <JOB_DIR>/config.yaml")
     job.add_argument("--run", action="store_true", help="run the imported suite right away (with the run options below)")
     job.add_argument("--report", metavar="DIR", help="with --run: folder for the report (default reports/<case name>)")
-    add_cli_options(job, exclude=("out", "base-model"))
+    add_cli_options(job, exclude=("out", "base-model", "shard"))
     draw = sub.add_parser(
         "draw-previews",
         help="render each sample with the trainer's (preview) wiring and save it at its baseline path, as "
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "tiny": _tiny,
             "draw-previews": _draw,
             "import": _import,
+            "report": _merge,
         }
         return commands[args.command](args)
     except ParityError as exc:
@@ -86,6 +93,14 @@ def _import(args) -> int:
     args.out = args.report or str(Path("reports") / result.case_file.stem)
     args.base_model = None
     return _run(args)
+
+
+def _merge(args) -> int:
+    from .merge import merge_results
+
+    paths = merge_results([Path(p) for p in args.inputs], Path(args.out))
+    print(f"parity: merged {len(args.inputs)} result folder(s) — report: {paths.index_html}")
+    return EXIT_OK
 
 
 def _int_or_usage(value: str) -> int | None:
@@ -142,7 +157,13 @@ def _run(args) -> int:
             for problem in load.error.problems:
                 print(f"  {problem}", file=sys.stderr)
             session.add_invalid_file(load.path, load.error)
-    cases = [case for load in loads for case in load.cases]
+    cases = plan([case for load in loads for case in load.cases])
+    if getattr(args, "shard", None):
+        try:
+            cases = shard(cases, *parse_shard(args.shard))
+        except ValueError as exc:
+            print(f"parity: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     start = time.perf_counter()
     complete, paths = session.run_all(cases, progress=_progress, on_result=_print_problem)
     if not complete:

@@ -69,6 +69,9 @@ class Engine:
     def render(self, case: Case, wiring: Wiring | None = None) -> Rendered:
         """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it."""
         timings: dict[str, float] = {}
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         facts = self.facts(case, timings)
         wiring = wiring or reference_wiring(case, facts)
         loaded = self._loaded
@@ -101,7 +104,15 @@ class Engine:
         rendered.timings = {**timings, **rendered.timings}
         rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
         rendered.notes += loaded.lora.notes
+        if cuda:
+            rendered.peak_memory_gb = round(torch.cuda.max_memory_allocated(self.device) / 1e9, 3)
         return rendered
+
+    def adopt(self, pipe, name: str) -> None:
+        """Use a pipeline built in memory (benchmarks) as the base model `name`; cases then name it as override."""
+        self.close()
+        self.base_model_override = name
+        self._loaded = _Loaded(key=(name, self.device), pipe=pipe, lora=LoraState.for_pipe(pipe), renderer=Renderer(pipe))
 
     def _image(self, path: str) -> Image.Image:
         if path not in self._images:
@@ -109,6 +120,8 @@ class Engine:
         return self._images[path]
 
     def _ensure_model(self, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
+        if self._loaded is not None and self._loaded.key == (base[0], self.device):
+            return self._loaded  # adopted in memory
         key = (locate(*base), self.device)
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded

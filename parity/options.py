@@ -46,6 +46,13 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
     ),
     Option(
+        "shard",
+        "run only shard i of n (1-based; whole base-model/LoRA/scale groups) for CI matrices; join the shards' "
+        "results with `parity report merge`",
+        None,
+        metavar="i/n",
+    ),
+    Option(
         "update",
         "rewrite pinned baselines from this run's outputs; the cases fail so that a person reviews the new images",
         False,

@@ -12,6 +12,7 @@ import pytest
 from .diagnose import cause_text
 from .errors import CaseFileError
 from .options import add_pytest_options, check_device, option_value
+from .planner import parse_shard, plan, shard
 from .resolve import Case
 from .results import CaseResult, Status
 from .suite import CASE_SUFFIXES, load_cases
@@ -30,6 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     return parent.config.stash[PARITY_KEY].collect_file(file_path, parent)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[PARITY_KEY].plan_items(items)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -71,6 +77,8 @@ class PytestParity:
             if worker:
                 out = out / worker
             device = check_device(str(option_value(self.config, "device")))
+            if worker and device == "cuda":
+                device = f"cuda:{int(worker.removeprefix('gw'))}"  # one xdist worker per GPU (-n <GPUs>)
             self._session = ParitySession(
                 RunOptions(
                     out_dir=out if out.is_absolute() else self.config.rootpath / out,
@@ -83,6 +91,29 @@ class PytestParity:
                 )
             )
         return self._session
+
+    def plan_items(self, items: list[pytest.Item]) -> None:
+        """Parity items grouped by model, LoRA and scale (each fused once), then cut to this shard; other items
+        keep their places."""
+        cases = [item for item in items if isinstance(item, CaseItem)]
+        if not cases:
+            return
+        planned = plan(cases, case_of=lambda item: item.case)
+        spec = option_value(self.config, "shard")
+        if spec:
+            keep = set(map(id, shard(planned, *parse_shard(str(spec)), case_of=lambda item: item.case)))
+            dropped = [item for item in planned if id(item) not in keep]
+            planned = [item for item in planned if id(item) in keep]
+            if dropped:
+                self.config.hook.pytest_deselected(items=dropped)
+        slots = iter(planned)
+        reordered = []
+        for item in items:
+            if not isinstance(item, CaseItem):
+                reordered.append(item)
+            elif (planned_item := next(slots, None)) is not None:
+                reordered.append(planned_item)
+        items[:] = reordered
 
     def finish(self, interrupted: bool) -> None:
         if self._session is not None:

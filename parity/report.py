@@ -147,6 +147,7 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("platform", f"{env.get('platform', '')}, Python {env.get('python', '')}"),
         ("command", run.command),
+        *((("report written in", f"{run.report_seconds:.2f} s"),) if run.report_seconds is not None else ()),
     )
     picture = _pictures(out_dir, self_contained)
     cases = tuple(_case_view(i, r, env, picture) for i, r in enumerate(ordered))
@@ -276,7 +277,8 @@ def _case_view(i: int, r: CaseResult, run_env: dict, picture) -> CaseView:
         jpeg=jpeg,
         env_changes=env_changes(r.baseline_environment, run_env),
         notes=r.notes,
-        timings=" · ".join(f"{k} {v:.2f} s" for k, v in r.timings.items()),
+        timings=" · ".join(f"{k} {v:.2f} s" for k, v in r.timings.items())
+        + (f" · peak GPU memory {r.peak_memory_gb:.2f} GB" if r.peak_memory_gb is not None else ""),
         paths=tuple(
             (label, value)
             for label, value in (

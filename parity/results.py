@@ -83,6 +83,7 @@ class CaseResult:
     wiring: tuple[KnobRow, ...] = ()
     diagnosis: Diagnosis | None = None
     baseline_environment: dict[str, Any] | None = None  # recorded when a pinned baseline was written
+    peak_memory_gb: float | None = None  # CUDA: the case's peak allocated memory
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class RunInfo:
     base_model_override: str | None
     environment: dict[str, Any]
     command: str
+    report_seconds: float | None = None
 
 
 def counts(results: list[CaseResult]) -> dict[str, int]:
@@ -124,4 +126,42 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    return value
+
+
+def read_json(path: str | Path) -> tuple[RunInfo, list[CaseResult]]:
+    """results.json back into typed records (for `parity report merge`)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: results schema {data.get('schema_version')!r}, this parity reads {SCHEMA_VERSION}")
+    return _typed(RunInfo, data["run"]), [_typed(CaseResult, c) for c in data["cases"]]
+
+
+def _typed(tp: Any, value: Any) -> Any:
+    """The inverse of _plain, guided by type hints."""
+    import dataclasses
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _typed(options[0], value) if len(options) == 1 else value
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(args[0], v) for v in value)
+        return tuple(_typed(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        return {k: _typed(args[1], v) for k, v in value.items()} if args else dict(value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _typed(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.name in value})
+    if tp is float and isinstance(value, str):
+        return math.inf if value == "inf" else -math.inf
+    if tp is float and isinstance(value, int):
+        return float(value)
     return value

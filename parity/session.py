@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +118,10 @@ class ParitySession:
 
         run = self._run_info(complete)
         out = self.options.out_dir
-        write_json(out / "results.json", run, self.results)
         start = time.perf_counter()
         index = write_report(out, run, self.results, self.options.self_contained)
         self.report_seconds = time.perf_counter() - start
+        write_json(out / "results.json", replace(run, report_seconds=round(self.report_seconds, 3)), self.results)
         if self._engine is not None:
             self._engine.close()
         return ReportPaths(out / "results.json", index)
@@ -194,6 +194,7 @@ class ParitySession:
             diagnosis=diagnosis,
             notes=(*case.notes, *rendered.notes, *baseline_notes),
             baseline_environment=read_fingerprint(decision.path),
+            peak_memory_gb=rendered.peak_memory_gb,
         )
 
     def _baseline_environment(self) -> dict:

@@ -63,6 +63,7 @@ class Rendered:
     decoded: torch.Tensor  # the VAE output before post-processing, for exactness tests
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    peak_memory_gb: float | None = None
 
 
 def condition_tensor(image: Image.Image, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -53,3 +53,25 @@ def test_cuda_output_does_not_depend_on_the_scales_fused_before(cuda_pipe):
     after_others = wiring.render(request).decoded
     lora.apply(None, None)
     assert torch.equal(alone, after_others)
+
+
+def test_a_real_cuda_out_of_memory_is_one_error_row_and_the_next_case_runs(write_case, workdir):
+    from parity.results import Status
+    from parity.session import ParitySession, RunOptions
+    from parity.suite import load_cases
+
+    cases = load_cases(write_case(
+        "loras: [{path: loras/tiny.safetensors}]\nsample:\n  width: 64\n  height: 64\n  sample_steps: 2\n  neg: ''\n"
+        "  samples:\n    - {name: a, prompt: a, ctrl_img_1: inputs/square.png}\n    - {name: b, prompt: b, ctrl_img_1: inputs/square.png}\n"
+    ))
+    session = ParitySession(RunOptions(out_dir=workdir / "out", device="cuda"))
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(1e-5)  # ~1.4 MB of the H200: nothing fits
+    try:
+        first = session.run_case(cases[0])
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    second = session.run_case(cases[1])
+    session.finish()
+    assert first.status is Status.ERROR and "ran out of memory" in first.reason
+    assert second.status is Status.FAIL and "baseline was missing" in second.reason

@@ -109,3 +109,13 @@ def test_junit_xml_from_pytest_carries_the_metrics(project):
     xml = (project.path / "junit.xml").read_text()
     assert '<failure message="FAIL: suite::first: SSIM' in xml
     assert "PSNR" in xml and "diff.png" in xml
+
+
+def test_items_are_grouped_by_scale_and_sharded(project):
+    (project.path / "cases" / "suite.yaml").write_text(
+        SUITE + '    - {name: third, prompt: "a dog", ctrl_img_1: inputs/square.png}\n'
+    )
+    result = project.runpytest_subprocess("--collect-only", "-q", "-m", "parity")
+    result.stdout.fnmatch_lines(["cases/suite.yaml::first", "cases/suite.yaml::third", "cases/suite.yaml::second"])
+    result = project.runpytest_subprocess("--collect-only", "-q", "-m", "parity", "--parity-shard", "2/2")
+    result.stdout.fnmatch_lines(["cases/suite.yaml::second", "*1/4 tests collected (3 deselected)*"])

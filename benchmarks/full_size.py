@@ -1,0 +1,392 @@
+"""Full-size benchmark: Qwen-Image-Edit-2511's true architecture with random bf16 weights, on one GPU.
+
+Builds the transformer (60 blocks, 24 heads x 128), the Qwen2.5-VL-7B text encoder and the VAE directly on the
+GPU with random values (not zeros: zeros run faster), a random ai-toolkit-format LoRA at rank 32 on every
+linear of the transformer blocks, and a suite of up to 8 cases at 1024x1024 (1, 2 and 3 control images, two
+LoRA scales, 25 steps, CFG). Drivers, all on the same weights in one process:
+  parity-a, parity-b  parity's engine, the suite in two different orders (outputs compared with torch.equal)
+  server-none         the reference server per request: prompt encoded twice, unfuse -> fuse in place on a
+                      scale change, the stock pipeline call, JPEG q95 save; no offload (its fastest setting)
+  server-model        the same with diffusers' model CPU offload (its pipeline classes' default)
+Per case it records the stage timings, the denoising FLOPs counted from the actual sequence lengths against
+the bound at --tflops, the time outside denoising, scale-switch time and peak memory, and writes
+results.json and results.md under --out after every case (a run cut short keeps what it finished).
+
+    python benchmarks/full_size.py --out benchmarks/results --drivers parity-a,parity-b,server-none
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from parity.engine import Engine
+from parity.knobs import LoraMethod, TextImageSize
+from parity.suite import load_cases
+from parity.tiny import LORA_TARGETS, SCHEDULER_CONFIG, build_processor, build_tokenizer
+from parity.wiring import condition_tensor, encode, resize_for_text
+
+INNER = 24 * 128  # transformer width
+LAYERS = 60
+# (name, control images as (width, height), LoRA multiplier)
+CASES = [
+    ("c1-square", [(1024, 1024)], 1.0),
+    ("c2-mixed", [(768, 1024), (1024, 768)], 1.0),
+    ("c3-mixed", [(1024, 1024), (768, 1024), (1024, 768)], 1.0),
+    ("c1-portrait", [(768, 1024)], 1.0),
+    ("c2-square", [(1024, 1024), (1024, 1024)], 0.7),
+    ("c3-square", [(1024, 1024), (1024, 1024), (1024, 1024)], 0.7),
+    ("c1-landscape", [(1024, 768)], 0.7),
+    ("c2-portrait", [(768, 1024), (768, 1024)], 0.7),
+]
+
+
+def build_pipeline(device: str, seed: int):
+    """The true architecture with random bf16 weights, created on the GPU by the libraries' own initialisation."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPlusPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")}
+    te_config = Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+            "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 128000, "rope_theta": 1000000.0,
+            "rope_scaling": {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"},
+        },
+        vision_config={
+            "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+            "fullatt_block_indexes": [7, 15, 23, 31],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        vision_token_id=ids["<|vision_pad|>"],
+    )
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # the libraries' own random init, run on the GPU in bf16
+    try:
+        with torch.device(device):
+            transformer = QwenImageTransformer2DModel(
+                patch_size=2, in_channels=64, out_channels=16, num_layers=LAYERS, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=3584, axes_dims_rope=(16, 56, 56), zero_cond_t=True,
+            )
+            text_encoder = Qwen2_5_VLForConditionalGeneration(te_config)
+            vae = AutoencoderKLQwenImage()
+    finally:
+        torch.set_default_dtype(previous)
+    for module in (transformer, text_encoder, vae):
+        module.to(device=device, dtype=torch.bfloat16).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
+    pipe = QwenImageEditPlusPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, processor=processor, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_lora(path: Path, rank: int, seed: int) -> int:
+    """A random ai-toolkit-format LoRA on every linear of every transformer block (60 x 14 = 840)."""
+    from safetensors.torch import save_file
+
+    shapes = {
+        "attn.to_q": (INNER, INNER), "attn.to_k": (INNER, INNER), "attn.to_v": (INNER, INNER), "attn.to_out.0": (INNER, INNER),
+        "attn.add_q_proj": (INNER, INNER), "attn.add_k_proj": (INNER, INNER), "attn.add_v_proj": (INNER, INNER),
+        "attn.to_add_out": (INNER, INNER), "img_mlp.net.0.proj": (INNER, 4 * INNER), "img_mlp.net.2": (4 * INNER, INNER),
+        "txt_mlp.net.0.proj": (INNER, 4 * INNER), "txt_mlp.net.2": (4 * INNER, INNER),
+        "img_mod.1": (INNER, 6 * INNER), "txt_mod.1": (INNER, 6 * INNER),
+    }
+    assert set(shapes) == set(LORA_TARGETS)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for block in range(LAYERS):
+        for target, (fan_in, fan_out) in shapes.items():
+            prefix = f"diffusion_model.transformer_blocks.{block}.{target}"
+            tensors[f"{prefix}.lora_A.weight"] = (torch.randn(rank, fan_in, generator=generator) / fan_in**0.5).to(torch.float16)
+            tensors[f"{prefix}.lora_B.weight"] = (torch.randn(fan_out, rank, generator=generator) * 0.01).to(torch.float16)
+    save_file(tensors, str(path))
+    return len(tensors) // 2
+
+
+def write_suite(folder: Path, names: list[str], size: int, steps: int, lora: Path) -> Path:
+    rng = np.random.default_rng(0)
+    samples = []
+    for name, controls, multiplier in CASES:
+        if name not in names:
+            continue
+        entry = {"name": name, "prompt": f"benchmark case {name}: put the hat on the person", "network_multiplier": multiplier}
+        for i, (w, h) in enumerate(controls, start=1):
+            image = folder / f"{name}-{i}.png"
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+            entry[f"ctrl_img_{i}"] = image.name
+        samples.append(entry)
+    suite = {
+        "base_model": "tiny",
+        "loras": [{"path": str(lora)}],
+        "sample": {"width": size, "height": size, "seed": 42, "walk_seed": True, "guidance_scale": 4,
+                   "sample_steps": steps, "neg": "", "samples": samples},
+    }
+    path = folder / "benchmark.yaml"
+    path.write_text(json.dumps(suite))  # JSON is YAML
+    return path
+
+
+def transformer_flops(image_tokens: int, text_tokens: int) -> float:
+    """One transformer forward: 12 d^2 multiply-adds per token per block in the linears of both streams,
+    QK^T and AV over the joint sequence, and the input/output projections."""
+    n = image_tokens + text_tokens
+    per_block = 24 * INNER**2 * n + 4 * INNER * n * n
+    io = 2 * image_tokens * (64 * INNER + INNER * 64) + 2 * text_tokens * 3584 * INNER
+    return LAYERS * per_block + io
+
+
+def image_tokens_of(case, size: int) -> int:
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import VAE_IMAGE_SIZE, calculate_dimensions
+
+    tokens = (size // 16) ** 2
+    for path in case.effective.control_images:
+        with Image.open(path) as img:
+            w, h = calculate_dimensions(VAE_IMAGE_SIZE, img.size[0] / img.size[1])
+        tokens += (h // 16) * (w // 16)
+    return tokens
+
+
+class Recorder:
+    def __init__(self, out: Path, meta: dict):
+        self.out, self.data = out, {"meta": meta, "runs": {}}
+        out.mkdir(parents=True, exist_ok=True)
+
+    def add(self, driver: str, row: dict) -> None:
+        self.data["runs"].setdefault(driver, []).append(row)
+        self.flush()
+
+    def flush(self) -> None:
+        (self.out / "results.json").write_text(json.dumps(self.data, indent=2))
+        (self.out / "results.md").write_text(markdown(self.data))
+
+
+def weights_fingerprint(pipe) -> str:
+    """A hash over sampled weights of every component, to show two runs built the same random model."""
+    digest = hashlib.sha256()
+    for name in ("transformer", "text_encoder", "vae"):
+        params = list(pipe.components[name].parameters())
+        for p in params[:: max(1, len(params) // 16)]:
+            digest.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def warm_up(engine: Engine, case) -> float:
+    """One 1-step render without the LoRA, so that first-call kernel set-up is not charged to a driver."""
+    from parity.wiring import Request
+
+    start = time.perf_counter()
+    images = tuple(Image.open(p).convert("RGB") for p in case.effective.control_images)
+    engine._loaded.renderer.render(Request("warm up", "", 512, 512, 2, 4.0, 0, images))
+    engine._loaded.renderer.text_cache.clear()
+    engine._loaded.renderer.latent_cache.clear()
+    return time.perf_counter() - start
+
+
+def run_parity(engine: Engine, cases, order, size, tflops, recorder, driver, outputs):
+    start = time.perf_counter()
+    previous_scale = None
+    for index in order:
+        case = cases[index]
+        t0 = time.perf_counter()
+        rendered = engine.render(case)
+        wall = time.perf_counter() - t0
+        outputs[case.name] = rendered.decoded.detach().to("cpu")
+        image_sha = hashlib.sha256(np.ascontiguousarray(rendered.image).tobytes()).hexdigest()
+        decoded_sha = hashlib.sha256(outputs[case.name].float().numpy().tobytes()).hexdigest()
+        renderer = engine._loaded.renderer
+        key = next(k for k in renderer.text_cache if k[0] == case.effective.prompt)
+        cond, uncond = renderer.text_cache[key]
+        image_tokens = image_tokens_of(case, size)
+        flops = case.effective.steps * (transformer_flops(image_tokens, cond.embeds.shape[1]) + transformer_flops(image_tokens, uncond.embeds.shape[1]))
+        denoise = rendered.timings.get("denoise", float("nan"))
+        scale = case.effective.lora_scale
+        recorder.add(driver, {
+            "case": case.name, "controls": len(case.effective.control_images), "lora_scale": scale, "wall_s": round(wall, 3),
+            "denoise_s": round(denoise, 3), "pflop": round(flops / 1e15, 3), "bound_s": round(flops / (tflops * 1e12), 3),
+            "denoise_vs_bound": round(denoise / (flops / (tflops * 1e12)), 3), "outside_denoise_s": round(wall - denoise, 3),
+            "scale_switch_s": round(rendered.timings.get("lora_fuse", 0.0), 3) if scale != previous_scale else 0.0,
+            "image_tokens": image_tokens, "text_tokens": [cond.embeds.shape[1], uncond.embeds.shape[1]],
+            "peak_memory_gb": rendered.peak_memory_gb, "timings": {k: round(v, 3) for k, v in rendered.timings.items()},
+            "image_sha256": image_sha, "decoded_sha256": decoded_sha,
+        })
+        previous_scale = scale
+    return time.perf_counter() - start
+
+
+def run_server_style(pipe, cases, lora: Path, offload: str, recorder, driver, device):
+    """What ai-toolkit-inference does per request, on the same weights (a fresh LoRA load first)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    start = time.perf_counter()
+    t0 = time.perf_counter()
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="lora", local_files_only=True)
+    current = cases[0].effective.lora_scale
+    pipe.fuse_lora(adapter_names=["lora"], lora_scale=current)
+    recorder.add(driver, {"case": "(lora load + first fuse)", "wall_s": round(time.perf_counter() - t0, 3)})
+    for case in cases:
+        t0 = time.perf_counter()
+        switch = 0.0
+        if case.effective.lora_scale != current:
+            s0 = time.perf_counter()
+            pipe.unfuse_lora()
+            pipe.fuse_lora(adapter_names=["lora"], lora_scale=case.effective.lora_scale)
+            _sync(device)
+            switch = time.perf_counter() - s0
+            current = case.effective.lora_scale
+        images = [Image.open(p).convert("RGB") for p in case.effective.control_images]
+        execution = pipe._execution_device
+        dtype = pipe.transformer.dtype
+        with torch.inference_mode():
+            tensors = [resize_for_text(condition_tensor(img, execution, dtype), TextImageSize.SERVER) for img in images]
+            cond = encode(pipe, case.effective.prompt, tensors, execution)
+            uncond = encode(pipe, "", tensors, execution)
+            image = pipe(image=images, prompt_embeds=cond.embeds, prompt_embeds_mask=cond.mask, negative_prompt_embeds=uncond.embeds,
+                         negative_prompt_embeds_mask=uncond.mask, generator=torch.Generator("cpu").manual_seed(case.effective.seed),
+                         true_cfg_scale=case.effective.guidance_scale, num_inference_steps=case.effective.steps,
+                         height=case.effective.height, width=case.effective.width).images[0]
+        image_sha = hashlib.sha256(np.asarray(image, dtype=np.uint8).tobytes()).hexdigest()
+        with tempfile.NamedTemporaryFile(suffix=".jpg") as fh:
+            image.save(fh.name, format="JPEG", quality=95)
+        _sync(device)
+        recorder.add(driver, {"case": case.name, "controls": len(images), "lora_scale": case.effective.lora_scale,
+                              "wall_s": round(time.perf_counter() - t0, 3), "scale_switch_s": round(switch, 3),
+                              "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3) if device == "cuda" else None,
+                              "image_sha256": image_sha})
+    return time.perf_counter() - start
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def markdown(data: dict) -> str:
+    lines = [f"# Full-size benchmark ({data['meta'].get('label', '')})", "", "```", json.dumps(data["meta"], indent=1), "```", ""]
+    for driver, rows in data["runs"].items():
+        lines += [f"## {driver}", ""]
+        if driver.startswith("parity"):
+            lines += ["| case | controls | LoRA scale | wall s | denoise s | PFLOP | bound s | denoise/bound | outside denoise s | scale switch s | peak GB |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                lines.append(f"| {r['case']} | {r['controls']} | {r['lora_scale']} | {r['wall_s']} | {r['denoise_s']} | {r['pflop']} | {r['bound_s']} | "
+                             f"{r['denoise_vs_bound']} | {r['outside_denoise_s']} | {r['scale_switch_s']} | {r['peak_memory_gb']} |")
+        else:
+            lines += ["| case | controls | LoRA scale | wall s | scale switch s | peak GB |", "|---|---|---|---|---|---|"]
+            for r in rows:
+                lines.append(f"| {r['case']} | {r.get('controls', '')} | {r.get('lora_scale', '')} | {r['wall_s']} | {r.get('scale_switch_s', '')} | {r.get('peak_memory_gb', '')} |")
+        lines.append("")
+    for key, value in data.get("summary", {}).items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--drivers", default="parity-a,parity-b,server-none,server-model")
+    parser.add_argument("--cases", type=int, default=8, help="how many of the 8 cases")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--tflops", type=float, default=790.0, help="bf16 matrix rate of the GPU (the H200's measured)")
+    parser.add_argument("--label", default="")
+    parser.add_argument("--tiny", action="store_true", help="the bundled tiny model on the CPU: checks this script, measures nothing")
+    args = parser.parse_args(argv)
+    device = "cpu" if args.tiny else "cuda"
+    names = [name for name, _, _ in CASES[: args.cases]]
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="parity-bench-"))
+    lora = work / "lora.safetensors"
+    if args.tiny:
+        from parity.loading import load_pipeline
+        from parity.tiny import write_tiny_lora
+
+        pipe = load_pipeline("tiny", ".", "cpu")
+        write_tiny_lora(lora)
+        modules = 28
+    else:
+        pipe = build_pipeline(device, seed=0)
+        modules = write_lora(lora, args.rank, seed=1)
+    build_s = time.perf_counter() - t0
+    suite = write_suite(work, names, args.size, args.steps, lora)
+    cases = load_cases(suite)
+    meta = {"label": args.label, "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu (tiny model)", "torch": torch.__version__, "steps": args.steps,
+            "size": args.size, "cases": len(cases), "lora_rank": args.rank, "lora_modules": modules, "tflops_bound": args.tflops,
+            "build_s": round(build_s, 1), "model_gb": round(sum(p.numel() * p.element_size() for p in pipe.components["transformer"].parameters()) / 1e9
+                                                         + sum(p.numel() * p.element_size() for p in pipe.components["text_encoder"].parameters()) / 1e9
+                                                         + sum(p.numel() * p.element_size() for p in pipe.components["vae"].parameters()) / 1e9, 2)}
+    meta["weights_sample_sha256"] = weights_fingerprint(pipe)  # equal across runs = the same random weights
+    recorder = Recorder(args.out, meta)
+    summary = recorder.data.setdefault("summary", {})
+    drivers = args.drivers.split(",")
+    outputs: dict[str, dict] = {}
+    if any(d.startswith("parity") for d in drivers):
+        engine = Engine(device)
+        engine.adopt(pipe, "full-size")
+        summary["warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0]), 2)
+        forward = list(range(len(cases)))
+        interleaved = [i for pair in zip(reversed(forward), forward) for i in pair][: len(cases)]  # 7,0,6,1,...
+        orders = {"parity-a": forward, "parity-b": list(dict.fromkeys(interleaved + forward))}
+        for driver in (d for d in drivers if d.startswith("parity")):
+            outputs[driver] = {}
+            summary[f"{driver} suite wall s"] = round(run_parity(engine, cases, orders[driver], args.size, args.tflops, recorder, driver, outputs[driver]), 2)
+            recorder.flush()
+        if len(outputs) == 2:
+            a, b = outputs.values()
+            summary["outputs torch.equal across orders"] = {name: bool(torch.equal(a[name], b[name])) for name in a}
+        engine._loaded.lora.apply(LoraMethod.NONE, None, None)
+        engine._loaded = None
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    for driver in (d for d in drivers if d.startswith("server")):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        summary[f"{driver} suite wall s"] = round(run_server_style(pipe, cases, lora, driver.split("-")[1], recorder, driver, device), 2)
+        pipe.unfuse_lora()
+        pipe.unload_lora_weights()
+        recorder.flush()
+    for driver in (d for d in drivers if d.startswith("server")):
+        server_rows = {r["case"]: r.get("image_sha256") for r in recorder.data["runs"][driver]}
+        for parity_driver in (d for d in drivers if d.startswith("parity")):
+            same = {r["case"]: r["image_sha256"] == server_rows.get(r["case"]) for r in recorder.data["runs"][parity_driver]}
+            summary[f"{driver} image identical to {parity_driver}"] = same
+    parity_wall = summary.get("parity-a suite wall s")
+    for driver in ("server-none", "server-model"):
+        if parity_wall and f"{driver} suite wall s" in summary:
+            summary[f"{driver} / parity-a wall ratio"] = round(summary[f"{driver} suite wall s"] / parity_wall, 3)
+    recorder.flush()
+    print(markdown(recorder.data))
+    return 0 if all(not math.isnan(r.get("denoise_s", 0.0)) for rows in recorder.data["runs"].values() for r in rows) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())
