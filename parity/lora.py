@@ -43,7 +43,7 @@ def lora_module_names(path: str) -> set[str]:
 
 @dataclass
 class _Pristine:
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor]  # views into one buffer
     biases: dict[str, torch.Tensor]
 
 
@@ -64,8 +64,12 @@ class FusedLora:
             self._drop()
             if path is not None:
                 start = time.perf_counter()
-                self._load(path, allow_partial)
+                wrapped = self._load(path, allow_partial)
                 timings["lora_load"] = time.perf_counter() - start
+                start = time.perf_counter()
+                self._pristine = self._snapshot(wrapped)
+                _sync(self.pipe)
+                timings["lora_snapshot"] = time.perf_counter() - start
         if path is not None and scale != self.scale:
             start = time.perf_counter()
             if self.scale is not None:
@@ -76,7 +80,7 @@ class FusedLora:
             timings["lora_fuse"] = time.perf_counter() - start
         return timings
 
-    def _load(self, path: str, allow_partial: bool = False) -> None:
+    def _load(self, path: str, allow_partial: bool = False) -> dict[str, torch.nn.Module]:
         check_lora_file(path)
         wanted = lora_module_names(path)
         linears = {n for n, m in self.pipe.transformer.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -85,7 +89,12 @@ class FusedLora:
             raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
         folder, name = os.path.split(path)
         try:
-            self.pipe.load_lora_weights(folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True)
+            # low_cpu_mem_usage: PEFT makes the adapter's layers empty instead of randomly initialising them on the
+            # CPU only to overwrite them (2-30 s at full size, most of a suite's time outside denoising); the
+            # loaded values and the fused weights are the server's default load's (tests/test_loading.py)
+            self.pipe.load_lora_weights(
+                folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True, low_cpu_mem_usage=True
+            )
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             raise ModelLoadError(
                 f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
@@ -101,7 +110,7 @@ class FusedLora:
             note = f"LoRA {os.path.basename(path)}: {len(missing)} of {len(wanted)} target modules match nothing"
             self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
         self.path = path
-        self._pristine = self._snapshot(wrapped)
+        return wrapped
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -109,14 +118,19 @@ class FusedLora:
         return {name: m for name, m in self.pipe.transformer.named_modules() if isinstance(m, BaseTunerLayer)}
 
     def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
-        """Copies of the weights a fuse changes; on the model's device, else in pinned CPU memory."""
-        weights, biases = {}, {}
+        """Copies of the weights a fuse changes, in one buffer (one allocation, not one per layer) on the model's
+        device, else in pinned CPU memory."""
+        sources: dict[tuple[str, str], torch.Tensor] = {}
         for name, module in wrapped.items():
             base = module.get_base_layer()
-            weights[name] = _copy(base.weight.data)
+            sources[("weight", name)] = base.weight.data
             if getattr(base, "bias", None) is not None:
-                biases[name] = _copy(base.bias.data)
-        return _Pristine(weights, biases)
+                sources[("bias", name)] = base.bias.data
+        copies = _copy_all(sources)
+        return _Pristine(
+            {n: t for (kind, n), t in copies.items() if kind == "weight"},
+            {n: t for (kind, n), t in copies.items() if kind == "bias"},
+        )
 
     def _restore(self) -> None:
         """Back to the state right after loading: pristine base weights and PEFT's own scaling (alpha / r).
@@ -168,13 +182,27 @@ def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -
     )
 
 
-def _copy(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.device.type == "cuda":
+def _copy_all(tensors: dict) -> dict:
+    """Exact copies of same-device tensors, as views into one buffer per dtype: on their device when it has
+    room, else in pinned CPU memory."""
+    copies: dict = {}
+    by_dtype: dict[torch.dtype, list] = {}
+    for key, tensor in tensors.items():
+        by_dtype.setdefault(tensor.dtype, []).append((key, tensor))
+    for dtype, items in by_dtype.items():
+        device = items[0][1].device
+        total = sum(t.numel() for _, t in items)
         try:
-            return tensor.clone()
+            buffer = torch.empty(total, dtype=dtype, device=device)
         except torch.cuda.OutOfMemoryError:
-            return tensor.to("cpu").pin_memory()
-    return tensor.clone()
+            buffer = torch.empty(total, dtype=dtype, device="cpu", pin_memory=True)
+        offset = 0
+        for key, tensor in items:
+            view = buffer[offset : offset + tensor.numel()].view(tensor.shape)
+            view.copy_(tensor)
+            copies[key] = view
+            offset += tensor.numel()
+    return copies
 
 
 def _sync(pipe) -> None:
@@ -279,6 +307,11 @@ class LoraState:
     @property
     def notes(self) -> list[str]:
         return self.fused.notes
+
+    @property
+    def key(self) -> tuple:
+        """What the transformer's weights are now (equal keys: equal weights)."""
+        return (self.fused.path, self.fused.scale, self.aitk.state)
 
     def apply(self, method: LoraMethod, path: str | None, scale: object, allow_partial: bool = False) -> dict[str, float]:
         """`scale`: a float for diffusers; (multiplier, alpha/rank) for ai-toolkit, kept apart as it computes."""

@@ -96,3 +96,18 @@ def test_an_hf_id_missing_from_the_cache_is_a_clear_error(tmp_path, monkeypatch)
 def test_a_missing_local_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="folder not found"):
         load_pipeline("./missing-model", str(tmp_path), "cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_parity_loads_the_lora_to_the_same_bits_as_the_servers_default_load(dtype):
+    """parity loads with low_cpu_mem_usage (no throw-away random init); every transformer tensor, the LoRA's own
+    A/B weights included, must equal the server's plain load_lora_weights + fuse_lora, in float32 and bf16."""
+    ours, theirs = load_pipeline("tiny", ".", "cpu"), load_pipeline("tiny", ".", "cpu")
+    for pipe in (ours, theirs):
+        pipe.transformer.to(dtype)
+    FusedLora(ours).apply(str(TINY_LORA), 0.7)
+    theirs.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora")
+    theirs.fuse_lora(adapter_names=["lora"], lora_scale=0.7)
+    mine, reference = transformer_state(ours), transformer_state(theirs)
+    assert mine.keys() == reference.keys() and any(".lora_A." in k for k in mine)
+    assert all(mine[k].dtype == reference[k].dtype and torch.equal(mine[k], reference[k]) for k in mine)
