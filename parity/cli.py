@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .errors import ParityError
-from .options import add_cli_options, check_device
+from .options import add_cli_options, assign_devices, check_device
 from .planner import parse_shard, plan, shard
 from .results import Status, counts
 from .suite import discover, load_all
@@ -131,7 +131,7 @@ def _run(args) -> int:
     from .session import ParitySession, RunOptions
 
     try:
-        check_device(args.device)
+        device, cfg_device = assign_devices(args.device, args.cfg_device)
     except ValueError as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -143,7 +143,8 @@ def _run(args) -> int:
     session = ParitySession(
         RunOptions(
             out_dir=Path(args.out),
-            device=args.device,
+            device=device,
+            cfg_device=cfg_device,
             base_model=args.base_model,
             update=args.update,
             diagnose=args.diagnose,

@@ -65,8 +65,13 @@ def generate(
     scheduler=None,
     latent_cache: dict | None = None,
     cache_tag: tuple = (),
+    uncond_replica=None,
 ) -> torch.Tensor:
-    """Decoded image tensor [1, 3, H, W] in [-1, 1], as `pipe(image=..., prompt_embeds=..., ...)` makes it."""
+    """Decoded image tensor [1, 3, H, W] in [-1, 1], as `pipe(image=..., prompt_embeds=..., ...)` makes it.
+
+    `uncond_replica` (a cfg_parallel.UncondReplica): run each step's unconditional pass on its device at the
+    same time as the conditional one; the combination below is unchanged, so the bits are too.
+    """
     from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import calculate_shift, retrieve_timesteps
 
     multiple_of = pipe.vae_scale_factor * 2
@@ -120,9 +125,18 @@ def generate(
         for t in timesteps:
             model_input = latents if image_latents is None else torch.cat([latents, image_latents], dim=1)
             timestep = t.expand(latents.shape[0]).to(latents.dtype)
+            pending = None
+            if do_cfg and uncond_replica is not None:
+                pending = uncond_replica.submit(
+                    embeds=neg_embeds, mask=neg_mask, model_input=model_input, timestep=timestep / 1000,
+                    img_shapes=img_shapes, tokens=latents.size(1), attention_kwargs=attention_kwargs,
+                )
             noise_pred = predict("cond", embeds, mask, model_input, timestep, latents.size(1))
             if do_cfg:
-                neg_pred = predict("uncond", neg_embeds, neg_mask, model_input, timestep, latents.size(1))
+                if pending is not None:
+                    neg_pred = pending.result()
+                else:
+                    neg_pred = predict("uncond", neg_embeds, neg_mask, model_input, timestep, latents.size(1))
                 combined = neg_pred + true_cfg_scale * (noise_pred - neg_pred)
                 if cfg_renorm:
                     cond_norm = torch.norm(noise_pred, dim=-1, keepdim=True)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .images import encode_output, open_with_notes
-from .knobs import Knob, RuntimeFacts, Wiring, preview_wiring, reference_wiring, scheduler_items
+from .knobs import Knob, LoraMethod, RuntimeFacts, Wiring, preview_wiring, reference_wiring, scheduler_items
 from .loading import dtype_for, load_pipeline, locate
 from .lora import LoraState
 from .resolve import Case
@@ -27,17 +27,31 @@ class _Loaded:
     pipe: object
     lora: LoraState
     renderer: Renderer
+    replica: object = None  # cfg_parallel.UncondReplica on the second device, when asked for
 
 
 class Engine:
-    """Renders cases on one device; the base model stays loaded while consecutive cases share it."""
+    """Renders cases on one device; the base model stays loaded while consecutive cases share it.
 
-    def __init__(self, device: str = "cpu", base_model_override: str | None = None):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            from .errors import ModelLoadError
+    `cfg_device`: a second device that runs every unconditional transformer pass at the same time as the
+    conditional one, on a copy of the transformer (cfg_parallel); the outputs are the one-device outputs.
+    """
 
-            raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA device", "run with --device cpu")
+    def __init__(self, device: str = "cpu", base_model_override: str | None = None, cfg_device: str | None = None):
+        from .errors import ModelLoadError
+
+        for name in (device, cfg_device):
+            if name is not None and name.startswith("cuda") and not torch.cuda.is_available():
+                raise ModelLoadError(f"device {name!r} asked for, but torch sees no CUDA device", "run with --device cpu")
+        if cfg_device is not None and device.startswith("cuda") and torch.device(cfg_device) == torch.device(device):
+            raise ModelLoadError(
+                f"CFG-parallel device {cfg_device!r} is the main device {device!r}",
+                "name a second GPU (e.g. --device cuda:0 --cfg-device cuda:1)",
+            )
+        if device.startswith("cuda"):
+            torch.cuda.init()  # the allocator's per-device state, before the first reset of its peak statistics
         self.device = device
+        self.cfg_device = cfg_device
         self.base_model_override = base_model_override
         self._loaded: _Loaded | None = None
         self._images: dict[str, Image.Image] = {}
@@ -99,11 +113,17 @@ class Engine:
             images=images,
             text_images=text_images,
         )
-        rendered = loaded.renderer.render(request, render_knobs(wiring, facts))
+        replica = self._replica_for(loaded, wiring, timings)
+        rendered = loaded.renderer.render(request, render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
         rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
         rendered.notes += loaded.lora.notes
+        if loaded.replica is not None and replica is None:
+            rendered.notes.append(
+                f"CFG-parallel not used for this render: ai-toolkit's unmerged LoRA branch runs as forward hooks on "
+                f"{self.device} only; both passes ran there"
+            )
         if cuda:
             rendered.peak_memory_gb = round(torch.cuda.max_memory_allocated(self.device) / 1e9, 3)
         return rendered
@@ -112,7 +132,24 @@ class Engine:
         """Use a pipeline built in memory (benchmarks) as the base model `name`; cases then name it as override."""
         self.close()
         self.base_model_override = name
-        self._loaded = _Loaded(key=(name, self.device), pipe=pipe, lora=LoraState.for_pipe(pipe), renderer=Renderer(pipe))
+        self._loaded = self._hold((name, self.device), pipe)
+
+    def _hold(self, key: tuple[str, str], pipe) -> _Loaded:
+        replica = None
+        if self.cfg_device is not None:
+            from .cfg_parallel import UncondReplica
+
+            replica = UncondReplica(pipe.transformer, self.cfg_device)
+        return _Loaded(key=key, pipe=pipe, lora=LoraState.for_pipe(pipe), renderer=Renderer(pipe), replica=replica)
+
+    def _replica_for(self, loaded: _Loaded, wiring: Wiring, timings: dict[str, float]):
+        """The CFG-parallel copy, holding the weights the main transformer holds now; None when it cannot."""
+        if loaded.replica is None or wiring.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED:
+            return None
+        seconds = loaded.replica.follow(loaded.lora.key)
+        if seconds is not None:
+            timings["cfg_copy"] = seconds
+        return loaded.replica
 
     def _image(self, path: str) -> Image.Image:
         if path not in self._images:
@@ -128,7 +165,7 @@ class Engine:
         self.close()
         start = time.perf_counter()
         pipe = load_pipeline(base[0], base[1], self.device)
-        self._loaded = _Loaded(key=key, pipe=pipe, lora=LoraState.for_pipe(pipe), renderer=Renderer(pipe))
+        self._loaded = self._hold(key, pipe)
         timings["model_load"] = time.perf_counter() - start
         return self._loaded
 
@@ -138,6 +175,8 @@ class Engine:
         self._image_notes.clear()
         if self._loaded is None:
             return
+        if self._loaded.replica is not None:
+            self._loaded.replica.close()
         self._loaded = None
         gc.collect()
         if torch.cuda.is_available():
@@ -146,6 +185,8 @@ class Engine:
     def describe(self) -> dict[str, object]:
         """Device facts for the environment fingerprint."""
         info: dict[str, object] = {"device": self.device, "dtype": str(dtype_for(self.device)).replace("torch.", "")}
+        if self.cfg_device is not None:
+            info["cfg_device"] = self.cfg_device
         if self.device.startswith("cuda"):
             index = torch.device(self.device).index or 0
             info["device_name"] = torch.cuda.get_device_name(index)

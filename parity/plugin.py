@@ -11,7 +11,7 @@ import pytest
 
 from .diagnose import cause_text
 from .errors import CaseFileError
-from .options import add_pytest_options, check_device, option_value
+from .options import add_pytest_options, assign_devices, option_value
 from .planner import parse_shard, plan, shard
 from .resolve import Case
 from .results import CaseResult, Status
@@ -55,6 +55,15 @@ class PytestParity:
         self.roots = [(config.rootpath / r).resolve() for r in roots]
         self._session = None
         self.report_paths = None
+        worker = getattr(config, "workerinput", {}).get("workerid")
+        try:
+            self.devices = assign_devices(
+                str(option_value(config, "device")),
+                option_value(config, "cfg-device") or None,
+                int(worker.removeprefix("gw")) if worker else None,  # one xdist worker per GPU (or GPU pair)
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(f"parity: {exc}") from None
 
     def is_case_file(self, path: Path) -> bool:
         if path.suffix not in CASE_SUFFIXES:
@@ -76,13 +85,12 @@ class PytestParity:
             worker = getattr(self.config, "workerinput", {}).get("workerid")
             if worker:
                 out = out / worker
-            device = check_device(str(option_value(self.config, "device")))
-            if worker and device == "cuda":
-                device = f"cuda:{int(worker.removeprefix('gw'))}"  # one xdist worker per GPU (-n <GPUs>)
+            device, cfg_device = self.devices
             self._session = ParitySession(
                 RunOptions(
                     out_dir=out if out.is_absolute() else self.config.rootpath / out,
                     device=device,
+                    cfg_device=cfg_device,
                     base_model=option_value(self.config, "base-model") or None,
                     update=bool(option_value(self.config, "update")),
                     diagnose=bool(option_value(self.config, "diagnose")),

@@ -32,6 +32,7 @@ PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
 class RunOptions:
     out_dir: Path
     device: str = "cpu"
+    cfg_device: str | None = None
     base_model: str | None = None
     update: bool = False
     diagnose: bool = False
@@ -58,7 +59,7 @@ class ParitySession:
         if self._engine is None:
             from .engine import Engine
 
-            self._engine = Engine(self.options.device, self.options.base_model)
+            self._engine = Engine(self.options.device, self.options.base_model, self.options.cfg_device)
         return self._engine
 
     def run_case(self, case: Case) -> CaseResult:

@@ -97,13 +97,16 @@ class Renderer:
         self.latent_cache: dict = {}
         self.text_cache: dict = {}
 
-    def render(self, request: Request, knobs: RenderKnobs = RenderKnobs()) -> Rendered:
+    def render(self, request: Request, knobs: RenderKnobs = RenderKnobs(), uncond_replica=None) -> Rendered:
+        """`uncond_replica`: run the unconditional passes on its device at the same time (cfg_parallel)."""
         timer = StageTimer(self.device)
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
         images = list(request.images)
         with torch.inference_mode(), self._zero_cond_t(knobs.zero_cond_t), self._tiling(knobs.vae_tiling):
             with timer("text_encode"):
                 cond, uncond = self.embeddings(request, knobs)
+            if uncond_replica is not None:
+                uncond_replica.mirror_flags()
             decoded = generate(
                 self.pipe,
                 images,
@@ -119,6 +122,7 @@ class Renderer:
                 scheduler=self._scheduler(knobs.scheduler),
                 latent_cache=self.latent_cache,
                 cache_tag=("tiled",) if knobs.vae_tiling else (),
+                uncond_replica=uncond_replica,
             )
             if not torch.isfinite(decoded).all():
                 raise CaseRunError(

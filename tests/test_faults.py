@@ -149,11 +149,11 @@ def test_out_of_memory_in_one_case_is_freed_and_the_next_case_runs(write_case, w
     real = Renderer.render
     calls = {"n": 0}
 
-    def flaky(self, request, knobs=None):
+    def flaky(self, request, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real(self, request) if knobs is None else real(self, request, knobs)
+        return real(self, request, *args, **kwargs)
 
     monkeypatch.setattr(Renderer, "render", flaky)
     cases = suite(write_case, ["{name: a, prompt: a, ctrl_img_1: inputs/square.png}", "{name: b, prompt: b, ctrl_img_1: inputs/square.png}"])

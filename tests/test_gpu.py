@@ -75,3 +75,61 @@ def test_a_real_cuda_out_of_memory_is_one_error_row_and_the_next_case_runs(write
     session.finish()
     assert first.status is Status.ERROR and "ran out of memory" in first.reason
     assert second.status is Status.FAIL and "baseline was missing" in second.reason
+
+
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+
+
+@two_gpus
+def test_cfg_parallel_on_two_gpus_equals_one_gpu():
+    """Each unconditional pass on cuda:1 while the conditional one runs on cuda:0: the same bits as cuda:0 alone,
+    across scale switches (the copy follows every re-fuse) and 1 to 3 control images."""
+    from parity.engine import Engine
+    from parity.suite import load_cases
+
+    cases = load_cases(INPUTS.parent / "example.yaml")
+    one, two = Engine("cuda:0"), Engine("cuda:0", cfg_device="cuda:1")
+    for case in cases:
+        expected = one.render(case)
+        got = two.render(case)
+        assert torch.equal(expected.decoded, got.decoded), case.name
+    assert two._loaded.replica.model.transformer_blocks[0].attn.to_q.weight.device == torch.device("cuda:1")
+
+
+@two_gpus
+def test_xdist_workers_take_one_gpu_each_and_agree_bit_for_bit(pytester):
+    """`-n 2 --parity-device cuda`: worker gwN renders on cuda:N; the baselines the two GPUs pinned all pass
+    when the whole suite runs again on cuda:1 alone (the same bits on either GPU)."""
+    import json
+    import shutil
+
+    shutil.copytree(INPUTS, pytester.path / "cases" / "inputs")
+    (pytester.path / "cases" / "loras").mkdir()
+    shutil.copy(TINY_LORA, pytester.path / "cases" / "loras" / "tiny.safetensors")
+    samples = "".join(
+        f"    - {{name: c{i}, prompt: 'case {i}', ctrl_img_1: inputs/square.png, network_multiplier: {0.5 + i / 10}}}\n"
+        for i in range(6)
+    )
+    (pytester.path / "cases" / "suite.yaml").write_text(
+        "loras: [{path: loras/tiny.safetensors}]\nsample:\n  width: 64\n  height: 64\n  sample_steps: 3\n  neg: ''\n"
+        f"  samples:\n{samples}"
+    )
+    pytester.makeini("[pytest]\nparity_cases = cases\nparity_out = out\n")
+    args = ("-p", "parity.plugin", "-n", "2", "--parity-device", "cuda")
+    first = pytester.runpytest_subprocess(*args)
+    first.assert_outcomes(failed=6)  # baselines written
+    pinned_on = {json.loads((pytester.path / "out" / w / "results.json").read_text())["run"]["device"]: w for w in ("gw0", "gw1")}
+    assert set(pinned_on) == {"cuda:0", "cuda:1"}
+    again = pytester.runpytest_subprocess("-p", "parity.plugin", "--parity-device", "cuda:1")
+    again.assert_outcomes(passed=6)
+
+
+def test_cuda_lora_load_equals_the_servers_default_load():
+    """parity's low_cpu_mem_usage load, fused, against the server's plain load + fuse, on the GPU in bf16."""
+    ours, theirs = load_pipeline("tiny", ".", "cuda"), load_pipeline("tiny", ".", "cuda")
+    FusedLora(ours).apply(str(TINY_LORA), 0.7)
+    theirs.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora")
+    theirs.fuse_lora(adapter_names=["lora"], lora_scale=0.7)
+    mine, reference = ours.transformer.state_dict(), theirs.transformer.state_dict()
+    assert mine.keys() == reference.keys() and any(".lora_A." in k for k in mine)
+    assert all(mine[k].dtype == reference[k].dtype and torch.equal(mine[k], reference[k]) for k in mine)

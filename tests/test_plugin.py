@@ -119,3 +119,14 @@ def test_items_are_grouped_by_scale_and_sharded(project):
     result.stdout.fnmatch_lines(["cases/suite.yaml::first", "cases/suite.yaml::third", "cases/suite.yaml::second"])
     result = project.runpytest_subprocess("--collect-only", "-q", "-m", "parity", "--parity-shard", "2/2")
     result.stdout.fnmatch_lines(["cases/suite.yaml::second", "*1/4 tests collected (3 deselected)*"])
+
+
+def test_cfg_parallel_run_matches_the_pinned_one_device_baselines(project):
+    project.runpytest_subprocess("-m", "parity")  # pins the baselines, one device
+    result = project.runpytest_subprocess("-m", "parity", "--parity-cfg-device", "cpu")
+    result.assert_outcomes(passed=2, deselected=1)
+    data = json.loads((project.path / "out" / "results.json").read_text())
+    assert data["run"]["environment"]["cfg_device"] == "cpu"
+    result = project.runpytest_subprocess("-m", "parity", "--parity-cfg-device", "cuda:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*parity: device 'cpu' and CFG device 'cuda:1' must both be GPUs (or both cpu)*"])

@@ -1,0 +1,114 @@
+"""CFG-parallel (parity/cfg_parallel.py) on the CPU: the unconditional passes run on a copy of the transformer in
+a second thread; every output must equal the one-device output bit for bit (torch.equal). On the CPU both
+"devices" are the CPU, so this checks the machinery (copy, weight following, threads, combination); the
+two-GPU run is in tests/test_gpu.py and benchmarks/full_size.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO
+
+from parity.engine import Engine
+from parity.knobs import Knob, LoraMethod, Setting
+from parity.suite import load_cases
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {c.name: c for c in load_cases(REPO / "cases" / "example.yaml") + load_cases(REPO / "cases" / "example-preview.yaml")}
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return Engine("cpu"), Engine("cpu", cfg_device="cpu")
+
+
+def _count_passes(engine: Engine) -> list[int]:
+    calls = [0]
+    engine._loaded.replica.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_outputs_equal_one_device_across_scales_and_controls(cases, engines):
+    one, two = engines
+    # scale 1.0 -> 0.5 -> 1.0 (the copy must follow every re-fuse), 1 and 3 control images, odd size
+    order = ["hat-on-person", "half-strength", "three-pictures", "odd-size", "one-landscape"]
+    two.facts(cases[order[0]])  # loads the model (and makes the copy)
+    passes = _count_passes(two)
+    for name in order:
+        expected = one.render(cases[name])
+        got = two.render(cases[name])
+        assert torch.equal(expected.decoded, got.decoded), name
+        assert (expected.image == got.image).all(), name
+    steps = sum(cases[n].effective.steps for n in order)
+    assert passes[0] == steps  # every unconditional pass of every step ran on the copy
+
+
+def test_copy_follows_lora_changes_only(cases, engines):
+    _, two = engines
+    first = two.render(cases["hat-on-person"])
+    again = two.render(cases["one-landscape"])  # same LoRA and scale: nothing to copy
+    switched = two.render(cases["half-strength"])  # scale 0.5: the copy takes the re-fused weights
+    assert "cfg_copy" not in again.timings
+    assert switched.timings["cfg_copy"] > 0
+    assert first.timings.get("cfg_copy") is None or first.timings["cfg_copy"] > 0
+
+
+def test_the_unconditional_pass_comes_from_the_copy(cases):
+    """Sensitivity: corrupt one weight of the copy only; the output must change (else the test above would pass
+    with the copy unused)."""
+    one, two = Engine("cpu"), Engine("cpu", cfg_device="cpu")
+    case = cases["square-control"]
+    expected = one.render(case).decoded
+    assert torch.equal(two.render(case).decoded, expected)
+    weight = two._loaded.replica.model.transformer_blocks[0].attn.to_q.weight
+    weight.data.mul_(1.5)
+    assert not torch.equal(two.render(case).decoded, expected)
+
+
+def test_copy_is_plain_and_has_its_own_storage(cases, engines):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    _, two = engines
+    two.render(cases["hat-on-person"])  # the LoRA is loaded and fused: the source holds PEFT wrappers
+    source = two._loaded.pipe.transformer
+    replica = two._loaded.replica.model
+    assert any(isinstance(m, BaseTunerLayer) for m in source.modules())
+    assert not any(isinstance(m, BaseTunerLayer) for m in replica.modules())
+    source_ptrs = {p.data_ptr() for p in source.parameters()}
+    assert not source_ptrs & {p.data_ptr() for p in replica.parameters()}
+    q = source.transformer_blocks[0].attn.to_q.get_base_layer().weight
+    assert torch.equal(replica.transformer_blocks[0].attn.to_q.weight, q)  # the fused weights
+
+
+def test_knobs_flipped_by_diagnosis_reach_the_copy(cases, engines):
+    """zero_cond_t is a per-module flag the renderer flips; merged ai-toolkit LoRA changes weights in place."""
+    one, two = engines
+    case = cases["square-control"]
+    reference, _ = two.wirings(case)
+    flipped = reference.with_setting(Knob.ZERO_COND_T, Setting(False, "off"))
+    merged = reference.with_setting(Knob.LORA_METHOD, Setting(LoraMethod.AITK_MERGE, "ai-toolkit merge"))
+    for wiring in (flipped, merged, reference):
+        assert torch.equal(one.render(case, wiring).decoded, two.render(case, wiring).decoded), wiring.name
+
+
+def test_unmerged_branch_renders_on_one_device_with_a_note(cases, engines):
+    one, two = engines
+    case = cases["two-pictures"]
+    _, preview = two.wirings(case)
+    assert preview.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED
+    got = two.render(case, preview)
+    assert torch.equal(one.render(case, preview).decoded, got.decoded)
+    assert any("CFG-parallel not used" in note for note in got.notes)
+
+
+def test_same_gpu_twice_is_refused():
+    from parity.errors import ModelLoadError
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA device"):
+            Engine("cpu", cfg_device="cuda:1")
+    else:
+        with pytest.raises(ModelLoadError, match="is the main device"):
+            Engine("cuda:0", cfg_device="cuda:0")
