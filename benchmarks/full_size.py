@@ -5,8 +5,12 @@ GPU with random values (not zeros: zeros run faster), a random ai-toolkit-format
 linear of the transformer blocks, and a suite of up to 8 cases at 1024x1024 (1, 2 and 3 control images, two
 LoRA scales, 25 steps, CFG). Drivers, all on the same weights in one process:
   parity-a, parity-b  parity's engine, the suite in two different orders (outputs compared with torch.equal)
+  parity-cfg2         parity's engine with --cfg-device: each step's unconditional pass on a second GPU at the
+                      same time (outputs compared with parity-a's with torch.equal, latency ratio reported)
   server-none         the reference server per request: prompt encoded twice, unfuse -> fuse in place on a
-                      scale change, the stock pipeline call, JPEG q95 save; no offload (its fastest setting)
+                      scale change, the stock pipeline call, JPEG q95 save; no offload (its fastest setting);
+                      the stock call's own denoising loop is timed (first transformer pass to the last step's
+                      end) so parity's loop can be set against it case by case
   server-model        the same with diffusers' model CPU offload (its pipeline classes' default)
 Per case it records the stage timings, the denoising FLOPs counted from the actual sequence lengths against
 the bound at --tflops, the time outside denoising, scale-switch time and peak memory, and writes
@@ -200,10 +204,39 @@ def warm_up(engine: Engine, case) -> float:
 
     start = time.perf_counter()
     images = tuple(Image.open(p).convert("RGB") for p in case.effective.control_images)
-    engine._loaded.renderer.render(Request("warm up", "", 512, 512, 2, 4.0, 0, images))
+    replica = engine._loaded.replica
+    if replica is not None:
+        replica.follow(engine._loaded.lora.key)
+    engine._loaded.renderer.render(Request("warm up", "", 512, 512, 2, 4.0, 0, images), uncond_replica=replica)
     engine._loaded.renderer.text_cache.clear()
     engine._loaded.renderer.latent_cache.clear()
     return time.perf_counter() - start
+
+
+def render_case(engine: Engine, case, size: int, tflops: float, previous_scale) -> tuple[dict, torch.Tensor]:
+    """Render one case with parity's engine; its row (timings, FLOPs against the bound, hashes) and output."""
+    t0 = time.perf_counter()
+    rendered = engine.render(case)
+    wall = time.perf_counter() - t0
+    decoded = rendered.decoded.detach().to("cpu")
+    renderer = engine._loaded.renderer
+    key = next(k for k in renderer.text_cache if k[0] == case.effective.prompt)
+    cond, uncond = renderer.text_cache[key]
+    image_tokens = image_tokens_of(case, size)
+    flops = case.effective.steps * (transformer_flops(image_tokens, cond.embeds.shape[1]) + transformer_flops(image_tokens, uncond.embeds.shape[1]))
+    denoise = rendered.timings.get("denoise", float("nan"))
+    scale = case.effective.lora_scale
+    switch = rendered.timings.get("lora_fuse", 0.0) + rendered.timings.get("cfg_copy", 0.0)
+    return {
+        "case": case.name, "controls": len(case.effective.control_images), "lora_scale": scale, "wall_s": round(wall, 3),
+        "denoise_s": round(denoise, 3), "pflop": round(flops / 1e15, 3), "bound_s": round(flops / (tflops * 1e12), 3),
+        "denoise_vs_bound": round(denoise / (flops / (tflops * 1e12)), 3), "outside_denoise_s": round(wall - denoise, 3),
+        "scale_switch_s": round(switch, 3) if scale != previous_scale else 0.0,
+        "image_tokens": image_tokens, "text_tokens": [cond.embeds.shape[1], uncond.embeds.shape[1]],
+        "peak_memory_gb": rendered.peak_memory_gb, "timings": {k: round(v, 3) for k, v in rendered.timings.items()},
+        "image_sha256": hashlib.sha256(np.ascontiguousarray(rendered.image).tobytes()).hexdigest(),
+        "decoded_sha256": hashlib.sha256(decoded.float().numpy().tobytes()).hexdigest(),
+    }, decoded
 
 
 def run_parity(engine: Engine, cases, order, size, tflops, recorder, driver, outputs):
@@ -211,30 +244,36 @@ def run_parity(engine: Engine, cases, order, size, tflops, recorder, driver, out
     previous_scale = None
     for index in order:
         case = cases[index]
-        t0 = time.perf_counter()
-        rendered = engine.render(case)
-        wall = time.perf_counter() - t0
-        outputs[case.name] = rendered.decoded.detach().to("cpu")
-        image_sha = hashlib.sha256(np.ascontiguousarray(rendered.image).tobytes()).hexdigest()
-        decoded_sha = hashlib.sha256(outputs[case.name].float().numpy().tobytes()).hexdigest()
-        renderer = engine._loaded.renderer
-        key = next(k for k in renderer.text_cache if k[0] == case.effective.prompt)
-        cond, uncond = renderer.text_cache[key]
-        image_tokens = image_tokens_of(case, size)
-        flops = case.effective.steps * (transformer_flops(image_tokens, cond.embeds.shape[1]) + transformer_flops(image_tokens, uncond.embeds.shape[1]))
-        denoise = rendered.timings.get("denoise", float("nan"))
-        scale = case.effective.lora_scale
-        recorder.add(driver, {
-            "case": case.name, "controls": len(case.effective.control_images), "lora_scale": scale, "wall_s": round(wall, 3),
-            "denoise_s": round(denoise, 3), "pflop": round(flops / 1e15, 3), "bound_s": round(flops / (tflops * 1e12), 3),
-            "denoise_vs_bound": round(denoise / (flops / (tflops * 1e12)), 3), "outside_denoise_s": round(wall - denoise, 3),
-            "scale_switch_s": round(rendered.timings.get("lora_fuse", 0.0), 3) if scale != previous_scale else 0.0,
-            "image_tokens": image_tokens, "text_tokens": [cond.embeds.shape[1], uncond.embeds.shape[1]],
-            "peak_memory_gb": rendered.peak_memory_gb, "timings": {k: round(v, 3) for k, v in rendered.timings.items()},
-            "image_sha256": image_sha, "decoded_sha256": decoded_sha,
-        })
-        previous_scale = scale
+        row, outputs[case.name] = render_case(engine, case, size, tflops, previous_scale)
+        recorder.add(driver, row)
+        previous_scale = case.effective.lora_scale
     return time.perf_counter() - start
+
+
+class StockDenoiseClock:
+    """The stock call's denoising loop, timed from outside: from its first transformer pass (a forward pre-hook)
+    to the end of its last step (callback_on_step_end); one CUDA sync at each end, none in between."""
+
+    def __init__(self, pipe, device: str, steps: int):
+        self.device, self.steps = device, steps
+        self.start: float | None = None
+        self.end: float | None = None
+        self._handle = pipe.transformer.register_forward_pre_hook(self._first_pass)
+
+    def _first_pass(self, module, args):
+        if self.start is None:
+            _sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_step_end(self, pipe, step, timestep, kwargs):
+        if step == self.steps - 1:
+            _sync(self.device)
+            self.end = time.perf_counter()
+        return {}
+
+    def seconds(self) -> float:
+        self._handle.remove()
+        return float("nan") if self.start is None or self.end is None else self.end - self.start
 
 
 def run_server_style(pipe, cases, lora: Path, offload: str, recorder, driver, device):
@@ -267,24 +306,27 @@ def run_server_style(pipe, cases, lora: Path, offload: str, recorder, driver, de
             tensors = [resize_for_text(condition_tensor(img, execution, dtype), TextImageSize.SERVER) for img in images]
             cond = encode(pipe, case.effective.prompt, tensors, execution)
             uncond = encode(pipe, "", tensors, execution)
+            clock = StockDenoiseClock(pipe, device, case.effective.steps)
             image = pipe(image=images, prompt_embeds=cond.embeds, prompt_embeds_mask=cond.mask, negative_prompt_embeds=uncond.embeds,
                          negative_prompt_embeds_mask=uncond.mask, generator=torch.Generator("cpu").manual_seed(case.effective.seed),
                          true_cfg_scale=case.effective.guidance_scale, num_inference_steps=case.effective.steps,
-                         height=case.effective.height, width=case.effective.width).images[0]
+                         height=case.effective.height, width=case.effective.width,
+                         callback_on_step_end=clock.on_step_end).images[0]
+            denoise = clock.seconds()
         image_sha = hashlib.sha256(np.asarray(image, dtype=np.uint8).tobytes()).hexdigest()
         with tempfile.NamedTemporaryFile(suffix=".jpg") as fh:
             image.save(fh.name, format="JPEG", quality=95)
         _sync(device)
         recorder.add(driver, {"case": case.name, "controls": len(images), "lora_scale": case.effective.lora_scale,
-                              "wall_s": round(time.perf_counter() - t0, 3), "scale_switch_s": round(switch, 3),
-                              "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3) if device == "cuda" else None,
+                              "wall_s": round(time.perf_counter() - t0, 3), "stock_denoise_s": round(denoise, 3), "scale_switch_s": round(switch, 3),
+                              "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3) if device.startswith("cuda") else None,
                               "image_sha256": image_sha})
     return time.perf_counter() - start
 
 
 def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def markdown(data: dict) -> str:
@@ -298,17 +340,18 @@ def markdown(data: dict) -> str:
                 lines.append(f"| {r['case']} | {r['controls']} | {r['lora_scale']} | {r['wall_s']} | {r['denoise_s']} | {r['pflop']} | {r['bound_s']} | "
                              f"{r['denoise_vs_bound']} | {r['outside_denoise_s']} | {r['scale_switch_s']} | {r['peak_memory_gb']} |")
         else:
-            lines += ["| case | controls | LoRA scale | wall s | scale switch s | peak GB |", "|---|---|---|---|---|---|"]
+            lines += ["| case | controls | LoRA scale | wall s | stock call's denoise s | scale switch s | peak GB |", "|---|---|---|---|---|---|---|"]
             for r in rows:
-                lines.append(f"| {r['case']} | {r.get('controls', '')} | {r.get('lora_scale', '')} | {r['wall_s']} | {r.get('scale_switch_s', '')} | {r.get('peak_memory_gb', '')} |")
+                lines.append(f"| {r['case']} | {r.get('controls', '')} | {r.get('lora_scale', '')} | {r['wall_s']} | {r.get('stock_denoise_s', '')} | "
+                             f"{r.get('scale_switch_s', '')} | {r.get('peak_memory_gb', '')} |")
         lines.append("")
     for key, value in data.get("summary", {}).items():
         lines.append(f"- {key}: {value}")
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, description: str = "") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--drivers", default="parity-a,parity-b,server-none,server-model")
     parser.add_argument("--cases", type=int, default=8, help="how many of the 8 cases")
@@ -316,10 +359,21 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--tflops", type=float, default=790.0, help="bf16 matrix rate of the GPU (the H200's measured)")
+    parser.add_argument("--device", default=None, help="the GPU (default cuda:0; cpu with --tiny)")
+    parser.add_argument("--cfg-device", default=None, help="the second device of parity-cfg2 (default cuda:1; cpu with --tiny)")
     parser.add_argument("--label", default="")
     parser.add_argument("--tiny", action="store_true", help="the bundled tiny model on the CPU: checks this script, measures nothing")
     args = parser.parse_args(argv)
-    device = "cpu" if args.tiny else "cuda"
+    args.device = args.device or ("cpu" if args.tiny else "cuda:0")
+    args.cfg_device = args.cfg_device or ("cpu" if args.tiny else "cuda:1")
+    return args
+
+
+def set_up(args):
+    """The model (random full size, or the tiny one), the LoRA, the suite's cases and the run's facts."""
+    device = args.device
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
     names = [name for name, _, _ in CASES[: args.cases]]
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="parity-bench-"))
@@ -335,56 +389,94 @@ def main(argv=None) -> int:
         pipe = build_pipeline(device, seed=0)
         modules = write_lora(lora, args.rank, seed=1)
     build_s = time.perf_counter() - t0
-    suite = write_suite(work, names, args.size, args.steps, lora)
-    cases = load_cases(suite)
-    meta = {"label": args.label, "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu (tiny model)", "torch": torch.__version__, "steps": args.steps,
-            "size": args.size, "cases": len(cases), "lora_rank": args.rank, "lora_modules": modules, "tflops_bound": args.tflops,
-            "build_s": round(build_s, 1), "model_gb": round(sum(p.numel() * p.element_size() for p in pipe.components["transformer"].parameters()) / 1e9
-                                                         + sum(p.numel() * p.element_size() for p in pipe.components["text_encoder"].parameters()) / 1e9
-                                                         + sum(p.numel() * p.element_size() for p in pipe.components["vae"].parameters()) / 1e9, 2)}
-    meta["weights_sample_sha256"] = weights_fingerprint(pipe)  # equal across runs = the same random weights
-    recorder = Recorder(args.out, meta)
-    summary = recorder.data.setdefault("summary", {})
-    drivers = args.drivers.split(",")
-    outputs: dict[str, dict] = {}
-    if any(d.startswith("parity") for d in drivers):
-        engine = Engine(device)
-        engine.adopt(pipe, "full-size")
-        summary["warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0]), 2)
-        forward = list(range(len(cases)))
-        interleaved = [i for pair in zip(reversed(forward), forward) for i in pair][: len(cases)]  # 7,0,6,1,...
-        orders = {"parity-a": forward, "parity-b": list(dict.fromkeys(interleaved + forward))}
-        for driver in (d for d in drivers if d.startswith("parity")):
-            outputs[driver] = {}
-            summary[f"{driver} suite wall s"] = round(run_parity(engine, cases, orders[driver], args.size, args.tflops, recorder, driver, outputs[driver]), 2)
-            recorder.flush()
-        if len(outputs) == 2:
-            a, b = outputs.values()
-            summary["outputs torch.equal across orders"] = {name: bool(torch.equal(a[name], b[name])) for name in a}
-        engine._loaded.lora.apply(LoraMethod.NONE, None, None)
-        engine._loaded = None
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    for driver in (d for d in drivers if d.startswith("server")):
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        summary[f"{driver} suite wall s"] = round(run_server_style(pipe, cases, lora, driver.split("-")[1], recorder, driver, device), 2)
-        pipe.unfuse_lora()
-        pipe.unload_lora_weights()
+    cases = load_cases(write_suite(work, names, args.size, args.steps, lora))
+    gigabytes = sum(p.numel() * p.element_size() for name in ("transformer", "text_encoder", "vae") for p in pipe.components[name].parameters()) / 1e9
+    meta = {"label": args.label, "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu (tiny model)",
+            "torch": torch.__version__, "steps": args.steps, "size": args.size, "cases": len(cases), "lora_rank": args.rank,
+            "lora_modules": modules, "tflops_bound": args.tflops, "build_s": round(build_s, 1), "model_gb": round(gigabytes, 2),
+            "weights_sample_sha256": weights_fingerprint(pipe)}  # equal across runs = the same random weights
+    return pipe, cases, lora, meta
+
+
+def release(engine: Engine, device: str) -> None:
+    """Unload the engine's LoRA from the shared pipeline and drop its copies (pristine weights, CFG copy)."""
+    engine._loaded.lora.apply(LoraMethod.NONE, None, None)
+    engine.close()
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def run_parity_drivers(args, pipe, cases, drivers, recorder, summary, outputs) -> None:
+    forward = list(range(len(cases)))
+    interleaved = [i for pair in zip(reversed(forward), forward) for i in pair][: len(cases)]  # 7,0,6,1,...
+    orders = {"parity-a": forward, "parity-b": list(dict.fromkeys(interleaved + forward)), "parity-cfg2": forward}
+    current: tuple[str | None, Engine] | None = None
+    for driver in drivers:
+        cfg_device = args.cfg_device if driver == "parity-cfg2" else None
+        if current is None or current[0] != cfg_device:
+            if current is not None:
+                release(current[1], args.device)
+            engine = Engine(args.device, cfg_device=cfg_device)
+            t0 = time.perf_counter()
+            engine.adopt(pipe, "full-size")
+            if cfg_device is not None:
+                summary[f"{driver}: transformer copy set up on {cfg_device} s"] = round(time.perf_counter() - t0, 2)
+            summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0]), 2)
+            current = (cfg_device, engine)
+        outputs[driver] = {}
+        summary[f"{driver} suite wall s"] = round(run_parity(current[1], cases, orders[driver], args.size, args.tflops, recorder, driver, outputs[driver]), 2)
         recorder.flush()
+    if current is not None:
+        release(current[1], args.device)
+
+
+def compare_drivers(drivers, recorder, summary, outputs) -> None:
+    """Bit equality and time ratios between drivers that ran in this process."""
+    runs = recorder.data["runs"]
+    if "parity-a" in outputs and "parity-b" in outputs:
+        a, b = outputs["parity-a"], outputs["parity-b"]
+        summary["outputs torch.equal across orders"] = {name: bool(torch.equal(a[name], b[name])) for name in a}
+    if "parity-a" in outputs and "parity-cfg2" in outputs:
+        a, c = outputs["parity-a"], outputs["parity-cfg2"]
+        summary["parity-cfg2 outputs torch.equal parity-a (one GPU)"] = {name: bool(torch.equal(c[name], a[name])) for name in c}
+        one = {r["case"]: r for r in runs["parity-a"]}
+        summary["parity-cfg2 / parity-a case wall"] = {r["case"]: round(r["wall_s"] / one[r["case"]]["wall_s"], 3) for r in runs["parity-cfg2"]}
+        summary["parity-cfg2 / parity-a denoise"] = {r["case"]: round(r["denoise_s"] / one[r["case"]]["denoise_s"], 3) for r in runs["parity-cfg2"]}
     for driver in (d for d in drivers if d.startswith("server")):
-        server_rows = {r["case"]: r.get("image_sha256") for r in recorder.data["runs"][driver]}
+        server_rows = {r["case"]: r for r in runs[driver]}
         for parity_driver in (d for d in drivers if d.startswith("parity")):
-            same = {r["case"]: r["image_sha256"] == server_rows.get(r["case"]) for r in recorder.data["runs"][parity_driver]}
+            same = {r["case"]: r["image_sha256"] == server_rows.get(r["case"], {}).get("image_sha256") for r in runs[parity_driver]}
             summary[f"{driver} image identical to {parity_driver}"] = same
+        if driver == "server-none" and "parity-a" in runs:
+            summary["parity-a denoise / the stock call's denoise (same inputs)"] = {
+                r["case"]: round(r["denoise_s"] / server_rows[r["case"]]["stock_denoise_s"], 4) for r in runs["parity-a"] if r["case"] in server_rows
+            }
     parity_wall = summary.get("parity-a suite wall s")
     for driver in ("server-none", "server-model"):
         if parity_wall and f"{driver} suite wall s" in summary:
             summary[f"{driver} / parity-a wall ratio"] = round(summary[f"{driver} suite wall s"] / parity_wall, 3)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    pipe, cases, lora, meta = set_up(args)
+    recorder = Recorder(args.out, meta)
+    summary = recorder.data.setdefault("summary", {})
+    drivers = args.drivers.split(",")
+    outputs: dict[str, dict] = {}
+    run_parity_drivers(args, pipe, cases, [d for d in drivers if d.startswith("parity")], recorder, summary, outputs)
+    for driver in (d for d in drivers if d.startswith("server")):
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(args.device)
+        summary[f"{driver} suite wall s"] = round(run_server_style(pipe, cases, lora, driver.split("-")[1], recorder, driver, args.device), 2)
+        pipe.unfuse_lora()
+        pipe.unload_lora_weights()
+        recorder.flush()
+    compare_drivers(drivers, recorder, summary, outputs)
     recorder.flush()
     print(markdown(recorder.data))
-    return 0 if all(not math.isnan(r.get("denoise_s", 0.0)) for rows in recorder.data["runs"].values() for r in rows) else 1
+    return 0 if all(not math.isnan(r.get(k, 0.0)) for rows in recorder.data["runs"].values() for r in rows for k in ("denoise_s", "stock_denoise_s")) else 1
 
 
 if __name__ == "__main__":
