@@ -55,8 +55,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "shard",
-        "run only shard i of n (1-based; whole base-model/LoRA/scale groups) for CI matrices; join the shards' "
-        "results with `parity report merge`",
+        "run only shard i of n (1-based) for CI matrices, balanced by estimated denoising work; a base model is "
+        "split across shards only when there are fewer models than shards; join the shards' results with "
+        "`parity report merge`",
         None,
         metavar="i/n",
     ),

@@ -1,11 +1,15 @@
 """Run planning: each base model loads once and each LoRA scale fuses once; shards keep groups whole."""
 
 import json
+from dataclasses import replace
 
 import pytest
+from conftest import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parity.cli import main
-from parity.planner import group_key, parse_shard, plan, shard
+from parity.planner import estimated_cost, group_key, parse_shard, plan, shard
 from parity.suite import load_cases
 
 SUITE = """
@@ -32,15 +36,57 @@ def test_plan_makes_each_scale_contiguous_and_keeps_order_inside(write_case):
     assert len({k for k in keys}) == len([k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k])  # each group once
 
 
-def test_shards_cover_every_case_once_in_whole_groups(write_case):
+def test_shards_cover_every_case_once_and_keep_groups_whole_when_even(write_case):
     cases = load_cases(write_case(SUITE))
     parts = [shard(cases, i, 2) for i in (1, 2)]
     names = sorted(c.name for part in parts for c in part)
     assert names == sorted(c.name for c in cases)
+    assert [[c.name for c in part] for part in parts] == [["a1", "a2"], ["b1", "b2", "c1"]]  # equal costs: 2 + 3
+
+
+def _suite(write_case, controls: list[int], name: str = "costs.yaml"):
+    samples = "".join(
+        f"    - {{name: s{i}, prompt: p{i}, "
+        + ", ".join(f"ctrl_img_{k + 1}: inputs/square.png" for k in range(n))
+        + "}\n"
+        for i, n in enumerate(controls)
+    )
+    text = "loras: [{path: loras/tiny.safetensors}]\nsample:\n  width: 64\n  height: 64\n  sample_steps: 2\n  neg: ''\n"
+    return load_cases(write_case(text + "  samples:\n" + samples, name))
+
+
+def test_one_lora_at_one_scale_is_split_evenly(write_case):
+    """A training run's previews: one LoRA, one scale, one model; every shard gets its share (it used to go to
+    shard 1 whole)."""
+    cases = _suite(write_case, [1] * 6)
+    assert [len(shard(cases, i, 3)) for i in (1, 2, 3)] == [2, 2, 2]
+
+
+def test_shards_balance_estimated_work_not_case_counts(write_case):
+    cases = _suite(write_case, [3, 1, 1, 1])
+    assert estimated_cost(cases[0]) == 2 * 2 * (16 + 3 * 4096)  # steps x CFG passes x tokens (64x64 out + 3 controls)
+    parts = [[c.name for c in shard(cases, i, 2)] for i in (1, 2)]
+    assert parts == [["s0"], ["s1", "s2", "s3"]]
+
+
+def test_base_models_stay_whole_when_there_are_enough_shards(write_case):
+    cases = _suite(write_case, [1, 1, 1, 1, 2, 2])
+    models = [replace(c, base_model=m) for c, m in zip(cases, ["a", "a", "b", "b", "c", "c"])]
+    parts = [shard(models, i, 2) for i in (1, 2)]
     for part in parts:
         for other in parts:
             if other is not part:
-                assert not {group_key(c) for c in part} & {group_key(c) for c in other}
+                assert not {c.base_model for c in part} & {c.base_model for c in other}
+    assert sorted(c.name for part in parts for c in part) == sorted(c.name for c in cases)
+    assert {c.base_model for c in parts[0]} == {"c"}  # the costliest model first, alone: 2 x 2 controls vs 4 x 1
+
+
+def test_fewer_models_than_shards_get_shards_by_cost(write_case):
+    cases = _suite(write_case, [1] * 8)
+    models = [replace(c, base_model="big" if i < 6 else "small") for i, c in enumerate(cases)]
+    parts = [shard(models, i, 4) for i in (1, 2, 3, 4)]
+    assert [sorted({c.base_model for c in part}) for part in parts] == [["big"], ["big"], ["big"], ["small"]]
+    assert [len(part) for part in parts] == [2, 2, 2, 2]
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "x", "1-2"])
@@ -76,3 +122,18 @@ def test_text_embeddings_are_cached_exactly(tiny_pipe):
     assert len(renderer.text_cache) == 1 and second.timings["text_encode"] < first.timings["text_encode"]
     assert torch.equal(first.decoded, second.decoded)
     assert torch.equal(first.decoded, Renderer(tiny_pipe).render(request).decoded)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.integers(1, 60), min_size=1, max_size=30), count=st.integers(1, 6))
+def test_shards_partition_the_suite_and_stay_near_the_ideal_split(steps, count):
+    """Every case in exactly one shard, the same split every time, and (one model) no shard far above its share:
+    at most the ideal share plus 1.5 of the costliest case."""
+    base = load_cases(REPO / "cases" / "example.yaml")[0]
+    cases = [replace(base, name=f"c{i}", effective=replace(base.effective, steps=n)) for i, n in enumerate(steps)]
+    parts = [shard(cases, i, count) for i in range(1, count + 1)]
+    assert sorted(c.name for part in parts for c in part) == sorted(c.name for c in cases)
+    assert parts == [shard(cases, i, count) for i in range(1, count + 1)]
+    costs = [estimated_cost(c) for c in cases]
+    loads = [sum(estimated_cost(c) for c in part) for part in parts]
+    assert max(loads) <= sum(costs) / count + 1.5 * max(costs)
