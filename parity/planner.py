@@ -81,7 +81,7 @@ def shard(
         first = 0
         shares = _shares([sum(cost[id(i)] for i in members) for members in models.values()], count)
         for members, share in zip(models.values(), shares):
-            _deal(members, bins[first : first + share], cost)
+            _deal(members, bins[first : first + share], cost, case_of)
             first += share
     return plan(bins[index - 1], case_of)
 
@@ -98,7 +98,7 @@ def _shares(costs: list[float], count: int) -> list[int]:
     return shares
 
 
-def _deal(members: list[T], bins: list[list[T]], cost: dict[int, float]) -> None:
+def _deal(members: list[T], bins: list[list[T]], cost: dict[int, float], case_of: Callable[[T], Case]) -> None:
     """Cut the planned order into consecutive runs of about equal cost, one per bin (each bin gets at least one
     case while cases last): groups stay contiguous, so a group is split at most where a run ends."""
     remaining = sum(cost[id(i)] for i in members)
@@ -108,10 +108,13 @@ def _deal(members: list[T], bins: list[list[T]], cost: dict[int, float]) -> None
         target = remaining / left
         load = 0.0
         while position < len(members):
-            item_cost = cost[id(members[position])]
-            if bin_ and (len(members) - position < left or (left > 1 and load + item_cost / 2 >= target)):
-                break  # leave a case for each later bin; or this case fits the next run better
+            item = members[position]
+            if bin_:
+                over = load + cost[id(item)] / 2 - target  # > 0: this case fits the next run better
+                at_group_edge = group_key(case_of(item)) != group_key(case_of(bin_[-1]))
+                if len(members) - position < left or (left > 1 and (over > 0 or (over == 0 and at_group_edge))):
+                    break  # leave a case for each later bin; or end the run (on an exact tie, where a group ends)
             bin_.append(members[position])
-            load += item_cost
+            load += cost[id(item)]
             position += 1
         remaining -= load
