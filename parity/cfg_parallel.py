@@ -23,6 +23,8 @@ from contextlib import nullcontext
 
 import torch
 
+from .lora import is_tuner
+
 
 class UncondReplica:
     """A weight-for-weight copy of a transformer on another device, and a thread that runs passes on it."""
@@ -50,7 +52,7 @@ class UncondReplica:
     def mirror_flags(self) -> None:
         """The per-module `zero_cond_t` switches, as the source has them now."""
         for name, module in self.source.named_modules():
-            if hasattr(module, "zero_cond_t") and not _is_tuner(module):
+            if hasattr(module, "zero_cond_t") and not is_tuner(module):
                 self.model.get_submodule(name).zero_cond_t = module.zero_cond_t
 
     def submit(self, *, embeds, mask, model_input, timestep, img_shapes, tokens: int, attention_kwargs) -> Future:
@@ -85,12 +87,6 @@ class UncondReplica:
 _UNSYNCED = object()
 
 
-def _is_tuner(module: torch.nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return isinstance(module, BaseTunerLayer)
-
-
 def _plain_copy(transformer: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The transformer's module tree on `device` with every PEFT wrapper replaced by its base layer.
 
@@ -102,7 +98,7 @@ def _plain_copy(transformer: torch.nn.Module, device: torch.device) -> torch.nn.
         empty = torch.empty_like(tensor, device=device)
         memo[id(tensor)] = torch.nn.Parameter(empty, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else empty
     replica = copy.deepcopy(transformer, memo)
-    tuners = [name for name, module in replica.named_modules() if name and _is_tuner(module)]
+    tuners = [name for name, module in replica.named_modules() if name and is_tuner(module)]
     for name in tuners:
         parent, _, child = name.rpartition(".")
         holder = replica.get_submodule(parent) if parent else replica
@@ -113,7 +109,7 @@ def _plain_copy(transformer: torch.nn.Module, device: torch.device) -> torch.nn.
 def _base_tensors(model: torch.nn.Module):
     """(name, tensor) of every parameter and buffer a plain forward reads, named as in a model without PEFT."""
     for name, module in model.named_modules():
-        if _is_tuner(module):
+        if is_tuner(module):
             continue
         plain = _plain_name(name)
         for key, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):

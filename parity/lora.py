@@ -113,9 +113,7 @@ class FusedLora:
         return wrapped
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        return {name: m for name, m in self.pipe.transformer.named_modules() if isinstance(m, BaseTunerLayer)}
+        return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
 
     def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
         """Copies of the weights a fuse changes, in one buffer (one allocation, not one per layer) on the model's
@@ -156,6 +154,13 @@ class FusedLora:
             self._restore()
         self.pipe.unload_lora_weights()
         self.path, self.scale, self._pristine = None, None, None
+
+
+def is_tuner(module: torch.nn.Module) -> bool:
+    """Whether a module is a PEFT wrapper (a LoRA layer around its base layer)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return isinstance(module, BaseTunerLayer)
 
 
 def check_lora_file(path: str) -> None:
