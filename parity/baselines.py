@@ -1,24 +1,66 @@
-"""Baseline policy: when a stored image is compared with, written, or rewritten (the pytest-regressions rules).
+"""Baseline policy: which stored image a case is compared with, and when one is written (pytest-regressions' rules,
+one set per environment class).
 
-Pinned suites: a missing baseline is written and the case fails, so a person looks at it; with the update flag
-every baseline is rewritten and the case fails likewise; otherwise nothing is written. Preview suites hold
-training previews, which parity never writes.
+Pinned baselines are outputs of parity, and their last bits belong to the machine class that made them
+(parity/envclass.py). A suite keeps one set per class: the baseline `<folder>/<name>.png` of a case lives at
+`<folder>/<class key>/<name>.png`, with `<name>.png.env.json` beside it (the environment it was made in). A run
+compares with its own class's set, else with the nearest set of its family (another CPU kernel set, another GPU
+compute capability), and says so. Writing: a new case in this class's set is written and fails, so a person
+looks; `update` rewrites this class's set and fails likewise; a class with no set of its own, where other classes
+have one, is reported once with the command that makes it, and nothing is written. Training previews (preview
+suites) belong to no class and are never written.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import envclass
 from .atomic import sha256_of, write_text
+from .envclass import EnvClass
 from .errors import CaseRunError
 from .images import save_png
 from .resolve import Case
-from .results import BaselineAction
 from .thresholds import BaselineKind
+
+
+class BaselineAction(enum.Enum):
+    COMPARED = "compared"  # an existing baseline was compared with
+    WRITTEN = "written"  # a missing pinned baseline was written (the case fails: a person must look)
+    REWRITTEN = "rewritten"  # rewritten on request (--update); the case fails likewise
+    NO_SET = "no set"  # this environment class has no set while others have: nothing compared, nothing written
+    NONE = "none"  # nothing happened to a baseline (the case errored first)
+
+
+@dataclass(frozen=True)
+class BaselineChoice:
+    """Which file a case is compared with (or will be written to), and the class of the set it belongs to."""
+
+    path: str
+    run_class: EnvClass
+    set_class: EnvClass | None  # None: a training preview, or a file of the unkeyed layout of parity < 0.2
+    exact: bool  # the set is this run's own class
+    missing_set: bool = False  # no set for this class's family; `others` have one
+    others: tuple[EnvClass, ...] = ()  # classes with a baseline for this case
+
+    @property
+    def fallback(self) -> bool:
+        return not self.exact and not self.missing_set
+
+    def describe(self) -> str:
+        """One line for the report and the failure message."""
+        if self.set_class is None and not self.exact:
+            return f"an unkeyed baseline (older layout; move it into {self.run_class.key}/) for {self.run_class.key}"
+        if self.set_class is None:
+            return "the training preview"
+        if self.exact:
+            return f"set {self.set_class.key} (this environment's own)"
+        return f"set {self.set_class.key}, the nearest to this environment ({self.run_class.key}), which has none"
 
 
 @dataclass(frozen=True)
@@ -45,14 +87,61 @@ def read_fingerprint(baseline: str) -> dict | None:
         return None
 
 
-def settle(case: Case, output: np.ndarray, update: bool, environment: dict | None = None) -> BaselineDecision:
-    """Write the baseline if the rules say so (with the environment it was made in), and say what happened."""
-    path = case.baseline
-    if path is None:
+def set_path(baseline: str, env: EnvClass) -> str:
+    """The file of one class's set for a case whose baseline is `<folder>/<name>`."""
+    folder, name = os.path.split(baseline)
+    return os.path.join(folder, env.key, name)
+
+
+def class_folders(folder: str) -> list[EnvClass]:
+    """The classes that have a set (a folder named by their key) in a baselines folder."""
+    if not os.path.isdir(folder):
+        return []
+    return [env for entry in sorted(os.listdir(folder)) if (env := envclass.parse(entry)) and os.path.isdir(os.path.join(folder, entry))]
+
+
+def choose(case: Case, run_class: EnvClass) -> BaselineChoice:
+    """The baseline a case is compared with in an environment of `run_class` (nothing is written here)."""
+    if case.baseline is None:
         raise CaseRunError(f"{case.id} has no baseline path", "add `baseline:` to the sample")
-    exists = os.path.isfile(path)
     if case.baseline_kind is BaselineKind.PREVIEW:
-        if not exists:
+        return BaselineChoice(case.baseline, run_class, None, exact=True)
+    folder, name = os.path.split(case.baseline)
+    sets = class_folders(folder)
+    own = set_path(case.baseline, run_class)
+    with_file = [env for env in sets if os.path.isfile(set_path(case.baseline, env))]
+    if os.path.isfile(own) or run_class in sets:
+        return BaselineChoice(own, run_class, run_class, exact=True, others=tuple(with_file))
+    near = envclass.nearest(run_class, with_file)
+    if near is not None:
+        return BaselineChoice(set_path(case.baseline, near), run_class, near, exact=False, others=tuple(with_file))
+    if os.path.isfile(case.baseline):  # the unkeyed layout: one file per case, its class in its .env.json
+        legacy = _legacy_class(case.baseline)
+        if legacy is None or legacy.family == run_class.family:
+            return BaselineChoice(case.baseline, run_class, legacy, exact=False, others=tuple(with_file))
+        with_file.append(legacy)
+    if with_file or sets:
+        return BaselineChoice(own, run_class, None, exact=False, missing_set=True, others=tuple(with_file or sets))
+    return BaselineChoice(own, run_class, run_class, exact=True)  # a new suite: its first set is this class's
+
+
+def missing_set_message(choice: BaselineChoice, folder: str) -> str:
+    """The one line that says a class has no set, and how to make one."""
+    others = ", ".join(env.key for env in choice.others) or "other classes"
+    return (
+        f"no baseline set for this environment ({choice.run_class.key}) in {folder}; it has sets for {others}. "
+        f"Make one: rerun with --update (pytest: --parity-update), review the images in "
+        f"{os.path.join(folder, choice.run_class.key)}/, and commit them"
+    )
+
+
+def settle(
+    case: Case, choice: BaselineChoice, output: np.ndarray, update: bool, environment: dict | None = None
+) -> BaselineDecision:
+    """Write the baseline if the rules say so (with the environment it was made in), and say what happened."""
+    path = choice.path
+    if case.baseline_kind is BaselineKind.PREVIEW:
+        if not os.path.isfile(path):
             raise CaseRunError(
                 f"training preview not found: {path}", "point `baseline:` at the preview under <job>/samples/"
             )
@@ -63,14 +152,34 @@ def settle(case: Case, output: np.ndarray, update: bool, environment: dict | Non
                 "restore the file, or import the job again (`parity import`) if the change is intended",
             )
         return BaselineDecision(BaselineAction.COMPARED, path)
-    if not update and exists:
+    own = set_path(case.baseline, choice.run_class) if case.baseline else path
+    if update:
+        existed = os.path.isfile(own)
+        _write(own, output, environment)
+        return BaselineDecision(BaselineAction.REWRITTEN if existed else BaselineAction.WRITTEN, own)
+    if choice.missing_set:
+        return BaselineDecision(BaselineAction.NO_SET, path)
+    if os.path.isfile(path):
         return BaselineDecision(BaselineAction.COMPARED, path)
+    _write(path, output, environment)
+    return BaselineDecision(BaselineAction.WRITTEN, path)
+
+
+def _write(path: str, output: np.ndarray, environment: dict | None) -> None:
     if not path.lower().endswith(".png"):
         raise CaseRunError(
             f"pinned baselines are written as PNG, but the baseline path is {path}",
             "give the sample a `baseline:` ending in .png (or drop it to use <baselines>/<name>.png)",
         )
+    if os.path.isdir(path):
+        raise CaseRunError(f"the baseline path {path} is a folder", "remove the folder or name another `baseline:` file")
     save_png(output, path)
     if environment is not None:
         write_text(fingerprint_path(path), json.dumps(environment, indent=2, sort_keys=True) + "\n")
-    return BaselineDecision(BaselineAction.REWRITTEN if update and exists else BaselineAction.WRITTEN, path)
+
+
+def _legacy_class(path: str) -> EnvClass | None:
+    recorded = read_fingerprint(path)
+    if not recorded:
+        return None
+    return envclass.from_device_info(recorded)

@@ -2,7 +2,8 @@
 runs on the first, on a bit-identical copy of the transformer.
 
 Each pass is the same batch-1 forward it is in the stock loop (no batching of cond and uncond), so on two GPUs
-of the same model the kernels and their bits are the same; the unconditional output is copied back (a copy is
+of the same model the kernels and their bits are the same (on the CPU only in MKL's reproducible mode, which
+parity sets: the copy's weights sit at other addresses, and MKL otherwise picks a branch by alignment); the unconditional output is copied back (a copy is
 exact) and combined on the first device by the same code as before (`denoise.generate`). Running both at once
 is what the threads buy: PyTorch releases the GIL while it launches and waits for kernels, like
 `torch.nn.parallel.parallel_apply`.

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .environment import reproducible_cpu_math
 from .errors import ParityError
 from .options import add_cli_options, assign_devices, check_device
 from .planner import parse_shard, plan, shard
@@ -30,9 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     merge = report_sub.add_parser("merge", help="join the results of shards (or xdist workers) into one report")
     merge.add_argument("inputs", nargs="+", metavar="DIR", help="folders holding results.json")
     merge.add_argument("--out", required=True, metavar="DIR", help="folder for the joined results.json and index.html")
+    summary = report_sub.add_parser(
+        "summary", help="a run's results as a short table, worst first, each case linked to the report (for CI pages)"
+    )
+    summary.add_argument("results", metavar="RESULTS", help="a results.json, or the folder that holds it")
+    summary.add_argument("--markdown", action="store_true", help="markdown (for $GITHUB_STEP_SUMMARY), else plain text")
+    summary.add_argument(
+        "--report-url",
+        metavar="URL",
+        help="where the report's index.html will be read (e.g. the CI artifact's URL); default: its path here",
+    )
     validate = sub.add_parser("validate", help="check case files without running them")
     validate.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
     sub.add_parser("fields", help="print the case-file reference (markdown, generated from the schema)")
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="measure each case's noise floor in this environment (repeat render, another kernel set, JPEG) and "
+        "write thresholds with a margin to <baselines>/<environment class>/calibration.yaml",
+    )
+    calibrate.add_argument("paths", nargs="+", metavar="PATHS", help="case files or folders")
+    calibrate.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu (float32) or cuda[:N] (bf16)")
+    calibrate.add_argument("--dry-run", action="store_true", help="print the measurements and thresholds, write nothing")
     job = sub.add_parser("import", help="turn an ai-toolkit training job folder into a parity suite")
     job.add_argument("job_dir", metavar="JOB_DIR", help="<training_folder>/<job name>")
     job.add_argument("--step", default="latest", help="training step to import, or latest (default): the highest step with previews and a checkpoint")
@@ -57,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    reproducible_cpu_math()  # before anything computes (see parity/environment.py)
     args = build_parser().parse_args(argv)
     try:
         commands = {
@@ -66,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "tiny": _tiny,
             "draw-previews": _draw,
             "import": _import,
-            "report": _merge,
+            "report": _report,
+            "calibrate": _calibrate,
         }
         return commands[args.command](args)
     except ParityError as exc:
@@ -93,6 +114,27 @@ def _import(args) -> int:
     args.out = args.report or str(Path("reports") / result.case_file.stem)
     args.base_model = None
     return _run(args)
+
+
+def _report(args) -> int:
+    return _summary(args) if args.report_command == "summary" else _merge(args)
+
+
+def _summary(args) -> int:
+    from . import summary
+    from .results import read_json
+
+    path = Path(args.results)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        run, results = read_json(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"parity: cannot read {path}: {exc}. Fix: point at the results.json a run wrote", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.report_url or str(path.parent / "index.html")
+    print((summary.markdown if args.markdown else summary.text)(run, results, url), end="")
+    return EXIT_OK
 
 
 def _merge(args) -> int:
@@ -170,10 +212,13 @@ def _run(args) -> int:
     if not complete:
         print("parity: interrupted; the report holds the finished cases", file=sys.stderr)
     tally = counts(session.results)
+    skipped = f", {tally['skip']} skipped" if tally["skip"] else ""
     print(
-        f"parity: {tally['pass']} passed, {tally['fail']} failed, {tally['error']} errors "
+        f"parity: {tally['pass']} passed, {tally['fail']} failed, {tally['error']} errors{skipped} "
         f"in {time.perf_counter() - start:.1f}s — report: {paths.index_html}"
     )
+    for reason in dict.fromkeys(r.reason for r in session.results if r.status is Status.SKIP):
+        print(f"parity: {reason}", file=sys.stderr)
     if not complete:
         return 130
     if any(load.error is not None for load in loads):
@@ -182,7 +227,7 @@ def _run(args) -> int:
 
 
 def _print_problem(result) -> None:
-    if result.status is not Status.PASS:
+    if result.status not in (Status.PASS, Status.SKIP):  # skips share one line, printed at the end
         print(f"{result.status.value.upper():5} {result.id}: {result.reason}", file=sys.stderr)
 
 
@@ -206,6 +251,29 @@ def _draw(args) -> int:
         for written in draw_previews(resolve_suite(load_suite(path)), engine, force=args.force):
             print(written)
     return EXIT_OK
+
+
+def _calibrate(args) -> int:
+    from .calibrate import calibrate, table
+
+    files = discover(args.paths)
+    if not files:
+        print(f"parity: no case files under {' '.join(args.paths)}", file=sys.stderr)
+        return EXIT_USAGE
+    loads = load_all(files)
+    for load in loads:
+        if load.error is not None:
+            print(f"parity: invalid case file {load.path} (not calibrated):", file=sys.stderr)
+            for problem in load.error.problems:
+                print(f"  {problem}", file=sys.stderr)
+    results = calibrate(loads, check_device(args.device), write=not args.dry_run)
+    for result in results:
+        print()
+        print(table(result), end="")
+    verb = "would write" if args.dry_run else "wrote"
+    for result in results:
+        print(f"parity: {verb} {result.path}")
+    return EXIT_USAGE if any(load.error is not None for load in loads) else EXIT_OK
 
 
 def _fields(args) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from . import envclass
+from .environment import reproducible_cpu_math
 from .images import encode_output, open_with_notes
 from .knobs import Knob, LoraMethod, RuntimeFacts, Wiring, preview_wiring, reference_wiring, scheduler_items
 from .loading import dtype_for, load_pipeline, locate
@@ -22,12 +24,72 @@ from .wiring import Rendered, Renderer, RenderKnobs, Request
 
 
 @dataclass
-class _Loaded:
-    key: tuple[str, str]
+class LoadedModel:
+    """A loaded base model with its LoRA state and its exact caches (text embeddings, control-image latents)."""
+
+    key: tuple[str, ...]  # (where it was loaded from, device, dtype)
     pipe: object
     lora: LoraState
     renderer: Renderer
+
+
+@dataclass
+class _Loaded:
+    model: LoadedModel
     replica: object = None  # cfg_parallel.UncondReplica on the second device, when asked for
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.model.key
+
+    @property
+    def pipe(self):
+        return self.model.pipe
+
+    @property
+    def lora(self) -> LoraState:
+        return self.model.lora
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.model.renderer
+
+
+class ModelPool:
+    """Base models a process keeps loaded between its sessions (a test suite, a notebook), off by default.
+
+    An engine that closes hands its model back with the LoRA removed (the weights restored to the loaded ones);
+    the next engine that asks for the same folder on the same device takes it as it would come from disk, with
+    the caches it has gathered: those hold embeddings and latents of the text encoder and the VAE, which no LoRA
+    touches. A model that failed (out of memory) is dropped, never handed on.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, ...], LoadedModel] = {}
+
+    def take(self, key: tuple[str, ...]) -> LoadedModel | None:
+        return self._models.get(key)
+
+    def add(self, model: LoadedModel) -> None:
+        """A model just loaded: later engines share it (one process renders one case at a time)."""
+        self._models[model.key] = model
+
+    def keep(self, model: LoadedModel) -> None:
+        """A model an engine is done with: its LoRA removed, as a later engine expects it."""
+        model.lora.apply(LoraMethod.NONE, None, None)
+        self._models[model.key] = model
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        self._models.pop(key, None)
+
+
+_POOL: ModelPool | None = None
+
+
+def share_models(enabled: bool = True) -> None:
+    """Keep loaded base models between the sessions of this process (see ModelPool); `False` drops them."""
+    global _POOL
+    _POOL = ModelPool() if enabled else None
 
 
 class Engine:
@@ -37,7 +99,13 @@ class Engine:
     conditional one, on a copy of the transformer (cfg_parallel); the outputs are the one-device outputs.
     """
 
-    def __init__(self, device: str = "cpu", base_model_override: str | None = None, cfg_device: str | None = None):
+    def __init__(
+        self,
+        device: str = "cpu",
+        base_model_override: str | None = None,
+        cfg_device: str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         from .errors import ModelLoadError
 
         for name in (device, cfg_device):
@@ -50,10 +118,14 @@ class Engine:
             )
         if device.startswith("cuda"):
             torch.cuda.init()  # the allocator's per-device state, before the first reset of its peak statistics
+        else:
+            reproducible_cpu_math()
         self.device = device
+        self.dtype = dtype or dtype_for(device)  # the reference server's (calibrate alone asks for the other one)
         self.cfg_device = cfg_device
         self.base_model_override = base_model_override
         self._loaded: _Loaded | None = None
+        self._adopted = False
         self._images: dict[str, Image.Image] = {}
         self._image_notes: dict[str, list[str]] = {}
 
@@ -80,8 +152,9 @@ class Engine:
         facts = self.facts(case)
         return reference_wiring(case, facts), preview_wiring(case, facts)
 
-    def render(self, case: Case, wiring: Wiring | None = None) -> Rendered:
-        """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it."""
+    def render(self, case: Case, wiring: Wiring | None = None, fresh_caches: bool = False) -> Rendered:
+        """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it.
+        `fresh_caches`: compute the text embeddings and control latents anew (calibrate's repeat render)."""
         timings: dict[str, float] = {}
         cuda = self.device.startswith("cuda")
         if cuda:
@@ -114,7 +187,8 @@ class Engine:
             text_images=text_images,
         )
         replica = self._replica_for(loaded, wiring, timings)
-        rendered = loaded.renderer.render(request, render_knobs(wiring, facts), uncond_replica=replica)
+        renderer = Renderer(loaded.pipe) if fresh_caches else loaded.renderer
+        rendered = renderer.render(request, render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
         rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
@@ -128,19 +202,24 @@ class Engine:
             rendered.peak_memory_gb = round(torch.cuda.max_memory_allocated(self.device) / 1e9, 3)
         return rendered
 
+    def model(self, base_model: str = "tiny", base_dir: str = ".") -> LoadedModel:
+        """The loaded model of a base (loaded now if it is not): its pipeline, LoRA state and caches."""
+        return self._ensure_model((base_model, base_dir), {}).model
+
     def adopt(self, pipe, name: str) -> None:
         """Use a pipeline built in memory (benchmarks) as the base model `name`; cases then name it as override."""
         self.close()
         self.base_model_override = name
-        self._loaded = self._hold((name, self.device), pipe)
+        self._loaded = self._hold(LoadedModel((name, self.device), pipe, LoraState.for_pipe(pipe), Renderer(pipe)))
+        self._adopted = True
 
-    def _hold(self, key: tuple[str, str], pipe) -> _Loaded:
+    def _hold(self, model: LoadedModel) -> _Loaded:
         replica = None
         if self.cfg_device is not None:
             from .cfg_parallel import UncondReplica
 
-            replica = UncondReplica(pipe.transformer, self.cfg_device)
-        return _Loaded(key=key, pipe=pipe, lora=LoraState.for_pipe(pipe), renderer=Renderer(pipe), replica=replica)
+            replica = UncondReplica(model.pipe.transformer, self.cfg_device)
+        return _Loaded(model, replica)
 
     def _replica_for(self, loaded: _Loaded, wiring: Wiring, timings: dict[str, float]):
         """The CFG-parallel copy, holding the weights the main transformer holds now; None when it cannot."""
@@ -159,32 +238,45 @@ class Engine:
     def _ensure_model(self, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
         if self._loaded is not None and self._loaded.key == (base[0], self.device):
             return self._loaded  # adopted in memory
-        key = (locate(*base), self.device)
+        key = (locate(*base), self.device, str(self.dtype))
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded
         self.close()
+        self._adopted = False
         start = time.perf_counter()
-        pipe = load_pipeline(base[0], base[1], self.device)
-        self._loaded = self._hold(key, pipe)
-        timings["model_load"] = time.perf_counter() - start
+        model = _POOL.take(key) if _POOL is not None else None
+        if model is None:
+            pipe = load_pipeline(base[0], base[1], self.device, self.dtype)
+            model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), Renderer(pipe))
+            timings["model_load"] = time.perf_counter() - start
+            if _POOL is not None:
+                _POOL.add(model)
+        self._loaded = self._hold(model)
         return self._loaded
 
-    def close(self) -> None:
-        """Drop the loaded model and free its memory (also after CUDA ran out of memory: a clean reload)."""
+    def close(self, failed: bool = False) -> None:
+        """Let go of the loaded model and free its memory (`failed`: after CUDA ran out of memory, so that the
+        next case reloads it cleanly). With a ModelPool the model is handed back instead, its LoRA removed."""
         self._images.clear()
         self._image_notes.clear()
         if self._loaded is None:
             return
-        if self._loaded.replica is not None:
-            self._loaded.replica.close()
-        self._loaded = None
+        loaded, self._loaded = self._loaded, None
+        if loaded.replica is not None:
+            loaded.replica.close()
+        if _POOL is not None and not self._adopted:
+            if not failed:
+                _POOL.keep(loaded.model)
+                return
+            _POOL.drop(loaded.key)
+        del loaded
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def describe(self) -> dict[str, object]:
         """Device facts for the environment fingerprint."""
-        info: dict[str, object] = {"device": self.device, "dtype": str(dtype_for(self.device)).replace("torch.", "")}
+        info: dict[str, object] = {"device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
         if self.cfg_device is not None:
             info["cfg_device"] = self.cfg_device
         if self.device.startswith("cuda"):
@@ -195,6 +287,8 @@ class Engine:
         else:
             info["device_name"] = "cpu"
             info["threads"] = torch.get_num_threads()
+            info["cpu_capability"] = torch.backends.cpu.get_cpu_capability().lower()
+        info["environment_class"] = envclass.from_device_info(info).key
         return info
 
 

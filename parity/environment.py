@@ -1,12 +1,33 @@
-"""Environment fingerprint of a run: library versions and platform, read without importing torch."""
+"""Environment fingerprint of a run (library versions and platform, read without importing torch), and the CPU
+math mode parity runs in.
+
+Intel MKL, torch's BLAS on x86, picks a code branch by the operands' memory alignment and by how many threads it
+gets: the same float32 matrix-vector product can end in another last bit when a weight sits at another address
+(a copy, a merged weight, a model loaded another way). parity therefore runs MKL in its conditional numerical
+reproducibility mode (`MKL_CBWR=AUTO,STRICT`: the best branch for this CPU, the same result for any alignment and
+thread count) unless the user set `MKL_CBWR`. MKL reads the variable when it first computes, so the doors set it
+before any torch arithmetic; `cpu_math_mode()` records what is in force.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
 
 PACKAGES = ("parity", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "scikit-image", "pillow")
+MKL_REPRODUCIBLE = "AUTO,STRICT"
+
+
+def reproducible_cpu_math() -> None:
+    """Ask MKL for alignment- and thread-independent results (a user's own MKL_CBWR wins). Takes effect only if
+    MKL has not computed anything yet in this process."""
+    os.environ.setdefault("MKL_CBWR", MKL_REPRODUCIBLE)
+
+
+def cpu_math_mode() -> str:
+    return os.environ.get("MKL_CBWR", "unset")
 
 
 def versions() -> dict[str, str]:
@@ -25,5 +46,6 @@ def fingerprint(device_info: dict[str, object] | None = None) -> dict[str, objec
         "platform": platform.platform(),
         "machine": platform.machine(),
         "versions": versions(),
+        "mkl_cbwr": cpu_math_mode(),
         **(device_info or {}),
     }

@@ -36,8 +36,9 @@ def locate(base_model: str, base_dir: str) -> str:
     return base_model
 
 
-def load_pipeline(base_model: str, base_dir: str, device: str):
-    """QwenImageEditPlusPipeline from a folder or the local HF cache, on `device`, in the reference dtype."""
+def load_pipeline(base_model: str, base_dir: str, device: str, dtype: torch.dtype | None = None):
+    """QwenImageEditPlusPipeline from a folder or the local HF cache, on `device`, in the reference dtype (another
+    `dtype` only where asked: `parity calibrate` measures how far the other precision moves a case)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers import QwenImageEditPlusPipeline
     from diffusers.utils import logging as diffusers_logging
@@ -49,7 +50,7 @@ def load_pipeline(base_model: str, base_dir: str, device: str):
     transformers_logging.disable_progress_bar()
     source = locate(base_model, base_dir)
     try:
-        pipe = QwenImageEditPlusPipeline.from_pretrained(source, dtype=dtype_for(device), local_files_only=True)
+        pipe = QwenImageEditPlusPipeline.from_pretrained(source, dtype=dtype or dtype_for(device), local_files_only=True)
     except (OSError, ValueError) as exc:
         where = "folder" if os.path.isdir(source) else "HF id (looked up in the local cache only)"
         raise ModelLoadError(

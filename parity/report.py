@@ -17,6 +17,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .atomic import write_text
+from .calibration import margin_of
 from .diagnose import KnobRow, cause_text
 from .results import CaseResult, RunInfo, Status, counts
 
@@ -34,7 +35,15 @@ SETTING_ROWS = (
 # What decides pixels when it changes between the run that made a baseline and this one.
 ENV_KEYS = (("versions", "torch"), ("versions", "diffusers"), ("versions", "transformers"), ("versions", "peft"),
             ("device_name", None), ("compute_capability", None), ("dtype", None))
-STATUS_ORDER = {Status.ERROR: 0, Status.FAIL: 1, Status.PASS: 2}
+STATUS_ORDER = {Status.ERROR: 0, Status.FAIL: 1, Status.SKIP: 2, Status.PASS: 3}
+# (label, Metrics field, Thresholds field, kind) of the metric table; margins use the calibration's terms
+METRIC_ROWS = (
+    ("SSIM", "ssim", "ssim_min", "min"),
+    ("PSNR (dB)", "psnr", "psnr_min", "min"),
+    ("mean |diff| (levels)", "mean_abs_diff", "mean_abs_diff_max", "max"),
+    ("max |diff| (levels)", "max_abs_diff", "max_abs_diff_max", "max"),
+    ("changed pixels", "changed_pixels", "changed_pixels_max", "max"),
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,9 @@ class MetricRow:
     value: str
     limit: str
     ok: bool
+    source: str  # where the limit came from: sample, suite, calibrated, default
+    floor: str  # the calibrated noise floor of this case, if any
+    margin: str  # how far the limit sits beyond the floor
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ class CaseView:
     reason: str
     verdict: str
     verdict_class: str
+    baseline_choice: str
     controls: tuple[Picture, ...]
     baseline: Picture | None
     output: Picture | None
@@ -131,9 +144,12 @@ class ReportView:
 
 def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_contained: bool = False) -> ReportView:
     tally = counts(results)
-    ordered = sorted(results, key=_worst_first)
+    ordered = worst_first(results)
+    skipped = f", {tally['skip']} skipped" if tally["skip"] else ""
     if tally["error"] or tally["fail"]:
-        verdict, verdict_class = f"{tally['fail']} failed, {tally['error']} errors, {tally['pass']} passed", "bad"
+        verdict, verdict_class = f"{tally['fail']} failed, {tally['error']} errors, {tally['pass']} passed{skipped}", "bad"
+    elif tally["skip"]:
+        verdict, verdict_class = f"{tally['pass']} passed{skipped}: nothing to compare with in this environment", "bad"
     else:
         verdict, verdict_class = f"all {tally['pass']} cases pass", "good"
     env = run.environment
@@ -143,6 +159,7 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
         ("finished", run.finished or "not finished (interrupted?)"),
         ("device", f"{env.get('device', run.device)} — {env.get('device_name', '')} ({env.get('dtype', '')})"
          + (f", compute capability {env['compute_capability']}" if env.get("compute_capability") else "")),
+        ("environment class", str(env.get("environment_class", "—")) + " (selects the baseline set and calibration)"),
         ("base model override", run.base_model_override or "none (each case file's base_model)"),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("platform", f"{env.get('platform', '')}, Python {env.get('python', '')}"),
@@ -150,7 +167,8 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
         *((("report written in", f"{run.report_seconds:.2f} s"),) if run.report_seconds is not None else ()),
     )
     picture = _pictures(out_dir, self_contained)
-    cases = tuple(_case_view(i, r, env, picture) for i, r in enumerate(ordered))
+    anchor = case_anchors(results)
+    cases = tuple(_case_view(anchor[r.id], r, env, picture) for r in ordered)
     drifted = [c.id for c in cases if c.env_changes]
     banner = ""
     if drifted:
@@ -158,6 +176,9 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
             f"{len(drifted)} baseline(s) were made in another environment (library versions, GPU or dtype): "
             "differences may come from there, not from the wiring. See each case."
         )
+    missing = sorted({r.reason for r in results if r.status is Status.SKIP})
+    if missing:
+        banner = " ".join([*missing, banner]).strip()
     return ReportView(
         title="parity report",
         complete=run.complete,
@@ -167,9 +188,29 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
         verdict_class=verdict_class,
         run_rows=run_rows,
         env_banner=banner,
-        rows=tuple(_summary_row(i, r) for i, r in enumerate(ordered)),
+        rows=tuple(_summary_row(anchor[r.id], r) for r in ordered),
         cases=cases,
     )
+
+
+def case_anchors(results: list[CaseResult]) -> dict[str, str]:
+    """A stable fragment per case id (`index.html#case-<id>`), for links from CI summaries; unique per report."""
+    anchors: dict[str, str] = {}
+    used: set[str] = set()
+    for r in results:
+        base = "case-" + "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in r.id)
+        anchor, n = base, 1
+        while anchor in used:
+            n += 1
+            anchor = f"{base}-{n}"
+        used.add(anchor)
+        anchors[r.id] = anchor
+    return anchors
+
+
+def worst_first(results: list[CaseResult]) -> list[CaseResult]:
+    """Errors, then failures (lowest SSIM first), then skips, then passes."""
+    return sorted(results, key=_worst_first)
 
 
 def _worst_first(r: CaseResult):
@@ -177,7 +218,7 @@ def _worst_first(r: CaseResult):
     return (STATUS_ORDER[r.status], ssim, r.suite, r.index if r.index is not None else -1)
 
 
-def _summary_row(i: int, r: CaseResult) -> SummaryRow:
+def _summary_row(anchor: str, r: CaseResult) -> SummaryRow:
     m, eff = r.metrics, r.effective
     verdict = r.diagnosis.verdict if r.diagnosis is not None else r.reason
     sort = {
@@ -193,7 +234,7 @@ def _summary_row(i: int, r: CaseResult) -> SummaryRow:
         "verdict": verdict,
     }
     return SummaryRow(
-        anchor=f"case-{i}",
+        anchor=anchor,
         id=r.id,
         status=r.status.value,
         status_rank=STATUS_ORDER[r.status],
@@ -210,20 +251,29 @@ def _summary_row(i: int, r: CaseResult) -> SummaryRow:
     )
 
 
-def _case_view(i: int, r: CaseResult, run_env: dict, picture) -> CaseView:
+def _case_view(anchor: str, r: CaseResult, run_env: dict, picture) -> CaseView:
     m, t, eff = r.metrics, r.thresholds, r.effective
     metric_rows: list[MetricRow] = []
     if m is not None and t is not None:
-        for label, value, limit, kind in (
-            ("SSIM", m.ssim, t.ssim_min, "min"),
-            ("PSNR (dB)", m.psnr, t.psnr_min, "min"),
-            ("mean |diff| (levels)", m.mean_abs_diff, t.mean_abs_diff_max, "max"),
-            ("max |diff| (levels)", float(m.max_abs_diff), t.max_abs_diff_max, "max"),
-            (f"changed pixels (> {m.pixel_tolerance:g} levels)", m.changed_pixels, t.changed_pixels_max, "max"),
-        ):
+        floor = r.noise_floor
+        for label, metric, limit_name, kind in METRIC_ROWS:
+            value, limit = float(getattr(m, metric)), getattr(t, limit_name)
+            if metric == "changed_pixels":
+                label = f"changed pixels (> {m.pixel_tolerance:g} levels)"
             ok = limit is None or (value >= limit if kind == "min" else value <= limit)
             shown_limit = "—" if limit is None else (f"≥ {_num(limit)}" if kind == "min" else f"≤ {_num(limit)}")
-            metric_rows.append(MetricRow(label, _num(value), shown_limit, ok))
+            floor_value = float(getattr(floor, metric)) if floor is not None else None
+            metric_rows.append(
+                MetricRow(
+                    label,
+                    _num(value),
+                    shown_limit,
+                    ok,
+                    r.threshold_sources.get(limit_name, "") if limit is not None else "",
+                    _num(floor_value) if floor_value is not None else "—",
+                    margin_of(limit, floor_value, metric) if floor_value is not None and limit is not None else "—",
+                )
+            )
     settings: list[SettingRow] = []
     if r.requested is not None and eff is not None:
         for label, attr in SETTING_ROWS:
@@ -259,12 +309,13 @@ def _case_view(i: int, r: CaseResult, run_env: dict, picture) -> CaseView:
         for k, path in enumerate(r.paths.controls)
     )
     return CaseView(
-        anchor=f"case-{i}",
+        anchor=anchor,
         id=r.id,
         status=r.status.value,
         reason=r.reason,
         verdict=verdict,
         verdict_class=verdict_class,
+        baseline_choice=_baseline_line(r),
         controls=controls,
         baseline=picture("baseline", r.paths.baseline, f"baseline of {r.id}") if r.paths.baseline else None,
         output=picture("output", r.paths.output, f"output of {r.id}") if r.paths.output else None,
@@ -293,6 +344,16 @@ def _case_view(i: int, r: CaseResult, run_env: dict, picture) -> CaseView:
         ),
         error=r.error,
     )
+
+
+def _baseline_line(r: CaseResult) -> str:
+    """Which baseline the case was compared with, and which calibration set its limits."""
+    parts = []
+    if r.baseline_choice:
+        parts.append(f"compared with {r.baseline_choice}")
+    if r.calibration_file:
+        parts.append(f"thresholds calibrated in {r.calibration_file}")
+    return "; ".join(parts)
 
 
 def env_changes(baseline_env: dict | None, run_env: dict) -> tuple[str, ...]:

@@ -73,6 +73,9 @@ class Case:
     baseline_origin: str | None = None  # where the trainer wrote the preview
     training_step: int | None = None
     allow_partial_lora: bool = False
+    baselines_dir: str = ""  # the suite's baselines folder: sets per environment class and their calibration
+    suite_thresholds: Thresholds | None = None  # the case file's own limits (calibrated ones come at run time)
+    sample_thresholds: Thresholds | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,9 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
                 baseline=baseline,
                 baseline_kind=kind,
                 thresholds=combine(kind, suite_thresholds, _item_thresholds(item)),
+                suite_thresholds=suite_thresholds,
+                sample_thresholds=_item_thresholds(item),
+                baselines_dir=baseline_dir,
                 do_cfg_norm=training.do_cfg_norm if training.do_cfg_norm is not None else sample.do_cfg_norm,
                 control_keys=control_keys,
                 baseline_key=f"{where}.baseline" if imported is None or item.baseline is not None else f"previews[{i}].file",

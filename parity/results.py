@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
+from .baselines import BaselineAction
 from .compare import Metrics, Violation
 from .diagnose import Diagnosis, KnobRow
 from .resolve import Settings
@@ -22,13 +23,7 @@ class Status(enum.Enum):
     PASS = "pass"
     FAIL = "fail"
     ERROR = "error"
-
-
-class BaselineAction(enum.Enum):
-    COMPARED = "compared"  # an existing baseline was compared with
-    WRITTEN = "written"  # a missing pinned baseline was written (the case fails: a person must look)
-    REWRITTEN = "rewritten"  # rewritten on request (--update); the case fails likewise
-    NONE = "none"  # nothing happened to a baseline (the case errored first)
+    SKIP = "skip"  # nothing to compare with in this environment class (see baselines.missing_set_message)
 
 
 @dataclass(frozen=True)
@@ -84,6 +79,12 @@ class CaseResult:
     diagnosis: Diagnosis | None = None
     baseline_environment: dict[str, Any] | None = None  # recorded when a pinned baseline was written
     peak_memory_gb: float | None = None  # CUDA: the case's peak allocated memory
+    environment_class: str | None = None  # this run's class (envclass), e.g. cpu-float32-avx2
+    baseline_set: str | None = None  # the class of the set compared with (None: a training preview)
+    baseline_choice: str | None = None  # which baseline was used, in words (own set, nearest set, preview)
+    threshold_sources: dict[str, str] = field(default_factory=dict)  # limit -> sample/suite/calibrated/default
+    noise_floor: Metrics | None = None  # the calibrated floor of this case in the class compared with
+    calibration_file: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import read_fingerprint, settle
-from .compare import check, compare, heatmap, measure
+from . import envclass
+from .baselines import (
+    BaselineAction,
+    BaselineChoice,
+    choose,
+    missing_set_message,
+    read_fingerprint,
+    set_path,
+    settle,
+)
+from .calibration import calibrated_classes, calibration_path
+from .calibration import read as read_calibration
+from .compare import Metrics, check, compare, heatmap, measure
 from .diagnose import diagnose, wiring_rows
 from .environment import fingerprint
 from .errors import CaseFileError, ParityError
 from .images import encode_output, open_with_notes, save_png
 from .knobs import Knob, OutputEncoding, Setting
 from .resolve import Case
-from .results import BaselineAction, CasePaths, CaseResult, JpegCheck, RunInfo, Status, write_json
+from .envclass import EnvClass
+from .results import CasePaths, CaseResult, JpegCheck, RunInfo, Status, write_json
+from .thresholds import ThresholdSource, Thresholds, layered
 
 PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
 
@@ -53,6 +66,8 @@ class ParitySession:
     started: str = field(default_factory=lambda: _now())
     report_seconds: float = 0.0
     _engine: object = None
+    _run_class: EnvClass | None = None
+    _calibrations: dict = field(default_factory=dict)
 
     @property
     def engine(self):
@@ -128,12 +143,15 @@ class ParitySession:
         return ReportPaths(out / "results.json", index)
 
     def _run(self, case: Case) -> CaseResult:
+        choice = choose(case, self.run_class)
+        if choice.missing_set and not self.options.update:
+            return self._skipped(case, choice)
         rendered = self.engine.render(case)
         timings = dict(rendered.timings)
         folder = self._case_dir(case)
         start = time.perf_counter()
         save_png(rendered.image, folder / "output.png")
-        decision = settle(case, rendered.image, self.options.update, self._baseline_environment())
+        decision = settle(case, choice, rendered.image, self.options.update, self._baseline_environment())
         baseline_image, baseline_notes = open_with_notes(decision.path, "baseline")
         baseline = np.asarray(baseline_image, dtype=np.uint8)
         kept = folder / f"baseline{Path(decision.path).suffix.lower() or '.png'}"
@@ -143,8 +161,10 @@ class ParitySession:
             copy = folder / f"control-{i}{Path(source).suffix.lower()}"
             shutil.copyfile(source, copy)
             controls.append(self._rel(copy))
-        comparison = compare(rendered.image, baseline, case.thresholds)
-        jpeg = jpeg_check(rendered.image, baseline, case) if _is_jpeg(decision.path) and comparison.metrics else None
+        tolerance = self._tolerance(case, choice)
+        limits = tolerance.limits
+        comparison = compare(rendered.image, baseline, limits)
+        jpeg = jpeg_check(rendered.image, baseline, limits) if _is_jpeg(decision.path) and comparison.metrics else None
         diff_rel = None
         if comparison.metrics is not None:
             save_png(heatmap(rendered.image, baseline, comparison.heatmap_scale), folder / "diff.png")
@@ -152,10 +172,11 @@ class ParitySession:
         timings["compare"] = time.perf_counter() - start
         reference, preview = self.engine.wirings(case)
 
+        written_to = f"{decision.path} (set {choice.run_class.key})"
         if decision.action is BaselineAction.WRITTEN:
-            status, reason = Status.FAIL, f"baseline was missing: written to {decision.path}; review it and commit it"
+            status, reason = Status.FAIL, f"baseline was missing: written to {written_to}; review it and commit it"
         elif decision.action is BaselineAction.REWRITTEN:
-            status, reason = Status.FAIL, f"baseline rewritten on request (update): {decision.path}; review it and commit it"
+            status, reason = Status.FAIL, f"baseline rewritten on request (update): {written_to}; review it and commit it"
         elif comparison.passed:
             status, reason = Status.PASS, comparison.summary()
         elif jpeg is not None and jpeg.passed:
@@ -166,15 +187,19 @@ class ParitySession:
             )
         else:
             status, reason = Status.FAIL, comparison.summary()
+            if choice.fallback:
+                reason += f" — compared with {choice.describe()}"
 
         diagnosis = None
         if status is Status.FAIL and self.options.diagnose and comparison.metrics is not None:
             start = time.perf_counter()
-            diagnosis = diagnose(reference, preview, baseline, comparison.metrics, case.thresholds, self._renderer(case))
+            diagnosis = diagnose(reference, preview, baseline, comparison.metrics, limits, self._renderer(case))
             timings["diagnose"] = time.perf_counter() - start
             reason = f"{diagnosis.verdict} — {reason}"
+        written = decision.action in (BaselineAction.WRITTEN, BaselineAction.REWRITTEN)
         return CaseResult(
-            **{k: v for k, v in _case_fields(case).items() if k != "notes"},
+            **{k: v for k, v in _case_fields(case).items() if k not in ("notes", "thresholds")},
+            thresholds=limits,
             status=status,
             reason=reason,
             metrics=comparison.metrics,
@@ -193,20 +218,68 @@ class ParitySession:
             jpeg=jpeg,
             wiring=wiring_rows(reference, preview),
             diagnosis=diagnosis,
-            notes=(*case.notes, *rendered.notes, *baseline_notes),
+            notes=(*case.notes, *rendered.notes, *baseline_notes, *tolerance.notes),
             baseline_environment=read_fingerprint(decision.path),
             peak_memory_gb=rendered.peak_memory_gb,
+            environment_class=self.run_class.key,
+            baseline_set=(choice.run_class if written else choice.set_class).key if (written or choice.set_class) else None,
+            baseline_choice=f"set {choice.run_class.key} (written by this run)" if written else choice.describe(),
+            threshold_sources={k: v.value for k, v in tolerance.sources.items()},
+            noise_floor=tolerance.floor,
+            calibration_file=tolerance.path,
+        )
+
+    @property
+    def run_class(self) -> EnvClass:
+        """This run's environment class (the engine's device, dtype and kernels)."""
+        if self._run_class is None:
+            self._run_class = envclass.from_device_info(self.engine.describe())
+        return self._run_class
+
+    def _tolerance(self, case: Case, choice: BaselineChoice) -> Tolerance:
+        """The limits in force for a case: its case file's, else those calibrated for the class it is compared with
+        (its own, else the nearest calibrated one), else the defaults."""
+        preferred = choice.set_class or choice.run_class
+        available = calibrated_classes(case.baselines_dir)
+        target = preferred if preferred in available else envclass.nearest(preferred, available)
+        entry, path, notes = None, None, []
+        if target is not None:
+            path = calibration_path(case.baselines_dir, target)
+            if path not in self._calibrations:
+                self._calibrations[path] = read_calibration(path)
+            calibration = self._calibrations[path]
+            entry = calibration.for_case(case.name) if calibration is not None else None
+            if entry is None:
+                notes.append(f"{path} has no entry for {case.name}: run `parity calibrate` on the suite again")
+            elif target != preferred:
+                notes.append(f"thresholds calibrated for {target.key}, the nearest class to {preferred.key}")
+        limits, sources = layered(
+            case.baseline_kind, case.suite_thresholds, case.sample_thresholds, entry.thresholds if entry else None
+        )
+        return Tolerance(limits, sources, entry.floor if entry else None, path if entry else None, tuple(notes))
+
+    def _skipped(self, case: Case, choice: BaselineChoice) -> CaseResult:
+        folder = os.path.dirname(case.baseline or "")
+        message = missing_set_message(choice, folder)
+        return CaseResult(
+            **_case_fields(case),
+            status=Status.SKIP,
+            reason=message,
+            paths=CasePaths(baseline_source=os.path.abspath(set_path(case.baseline, choice.run_class))),
+            baseline_action=BaselineAction.NO_SET,
+            environment_class=choice.run_class.key,
         )
 
     def _baseline_environment(self) -> dict:
         """What a pinned baseline written now is recorded with (compared with later runs' environment)."""
         env = fingerprint(self._engine.describe() if self._engine is not None else {"device": self.options.device})
-        keep = ("versions", "device", "device_name", "compute_capability", "dtype", "machine")
+        keep = ("versions", "device", "device_name", "compute_capability", "cpu_capability", "dtype", "machine",
+                "mkl_cbwr", "environment_class")
         return {**{k: env[k] for k in keep if k in env}, "wiring": "reference", "written": _now()}
 
     def _free(self) -> None:
         if self._engine is not None:
-            self._engine.close()
+            self._engine.close(failed=True)
 
     def _renderer(self, case: Case):
         """Render a variant wiring; renders that differ only in output encoding share one raw image."""
@@ -254,13 +327,24 @@ class ParitySession:
         return os.path.relpath(path, self.options.out_dir)
 
 
-def jpeg_check(output, baseline, case: Case) -> JpegCheck:
+@dataclass(frozen=True)
+class Tolerance:
+    """The limits a case is judged by, where each came from, and the calibrated floor behind them."""
+
+    limits: Thresholds
+    sources: dict[str, ThresholdSource]
+    floor: Metrics | None
+    path: str | None
+    notes: tuple[str, ...] = ()
+
+
+def jpeg_check(output, baseline, limits: Thresholds) -> JpegCheck:
     """Compare the output as the trainer would have saved it (PIL JPEG, quality 75) and measure that encoding's
     own noise floor on the output."""
     encoded = encode_output(output, OutputEncoding.JPEG_75)
-    tolerance = case.thresholds.pixel_tolerance or 0.0
+    tolerance = limits.pixel_tolerance or 0.0
     metrics = measure(encoded, baseline, tolerance)
-    return JpegCheck(metrics, check(metrics, case.thresholds), measure(output, encoded, tolerance))
+    return JpegCheck(metrics, check(metrics, limits), measure(output, encoded, tolerance))
 
 
 def _is_jpeg(path: str) -> bool:

@@ -49,10 +49,32 @@ THRESHOLD_HELP: dict[str, str] = {
 }
 
 
+class ThresholdSource(enum.Enum):
+    """Where a limit came from, most specific first."""
+
+    SAMPLE = "sample"  # the sample's own key in the case file
+    SUITE = "suite"  # the case file's `thresholds:`
+    CALIBRATED = "calibrated"  # `parity calibrate`, measured in this environment class
+    DEFAULT = "default"  # the baseline kind's default
+
+
 def combine(kind: BaselineKind, suite: Thresholds | None, sample: Thresholds | None) -> Thresholds:
     """Per sample, else per suite, else the kind's default — field by field."""
+    return layered(kind, suite, sample, None)[0]
+
+
+def layered(
+    kind: BaselineKind, suite: Thresholds | None, sample: Thresholds | None, calibrated: Thresholds | None
+) -> tuple[Thresholds, dict[str, ThresholdSource]]:
+    """The limits in force, field by field: the sample's, else the suite's, else the calibrated ones, else the
+    default; and where each came from. A person's explicit value beats a measured one."""
     result = DEFAULTS[kind]
-    for layer in (suite, sample):
-        if layer is not None:
-            result = layer.merged_over(result)
-    return result
+    sources = {name: ThresholdSource.DEFAULT for name in THRESHOLD_KEYS}
+    for layer, source in ((calibrated, ThresholdSource.CALIBRATED), (suite, ThresholdSource.SUITE), (sample, ThresholdSource.SAMPLE)):
+        if layer is None:
+            continue
+        result = layer.merged_over(result)
+        for name in THRESHOLD_KEYS:
+            if getattr(layer, name) is not None:
+                sources[name] = source
+    return result, sources
