@@ -59,7 +59,10 @@ def options_markdown() -> str:
     from .options import OPTIONS
 
     rows = ["| `parity run` | pytest | ini | meaning |", "|---|---|---|---|"]
-    rows.append("| `PATHS…` | `--parity-cases PATH` | `parity_cases` | case files or folders (default `cases`) |")
+    rows.append(
+        "| `PATHS…` | `--parity-cases PATH` | `parity_cases` | case files or folders (`parity run`: default `cases`; "
+        "pytest: none, so the plugin collects nothing until a project names them) |"
+    )
     for opt in OPTIONS:
         ini = "parity_" + opt.name.replace("-", "_")
         default = "" if opt.flag or opt.default is None else f" (default `{opt.default}`)"

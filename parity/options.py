@@ -119,9 +119,12 @@ def add_pytest_options(parser) -> None:
         action="append",
         default=None,
         metavar="PATH",
-        help="case file or folder whose YAML files are parity cases (repeatable; ini: parity_cases, default: cases)",
+        help="case file or folder whose YAML files are parity cases (repeatable; ini: parity_cases). Without one, "
+        "parity collects nothing",
     )
-    parser.addini("parity_cases", "folders or files holding parity case files", type="args", default=["cases"])
+    parser.addini(
+        "parity_cases", "folders or files holding parity case files (none: parity stays out of the run)", type="args", default=[]
+    )
     for opt in OPTIONS:
         ini = "parity_" + opt.name.replace("-", "_")
         if opt.flag:

@@ -1,6 +1,9 @@
 """pytest plugin (entry point `pytest11: parity`): each sample of a case file is a test item marked `parity`.
 
-Hooks only delegate to PytestParity, which owns the run (one ParitySession, so the model loads once).
+Opt-in: it collects case files only under the roots a project names (ini `parity_cases`, `--parity-cases`, or
+`config.addinivalue_line("parity_cases", ...)` in its conftest's pytest_configure); with none it does nothing, so
+installing parity never changes another project's run. Hooks only delegate to PytestParity, which owns the run
+(one ParitySession, so the model loads once).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .diagnose import cause_text
+from .environment import reproducible_cpu_math
 from .errors import CaseFileError
 from .options import add_pytest_options, assign_devices, option_value
 from .planner import parse_shard, plan, shard
@@ -51,22 +55,34 @@ class PytestParity:
 
     def __init__(self, config: pytest.Config):
         self.config = config
-        roots = config.getoption("parity_cases") or config.getini("parity_cases")
-        self.roots = [(config.rootpath / r).resolve() for r in roots]
+        self._roots: list[Path] | None = None
         self._session = None
         self.report_paths = None
         worker = getattr(config, "workerinput", {}).get("workerid")
-        try:
+        try:  # every --parity-* value is checked here: a bad one is a usage error, never an internal error
             self.devices = assign_devices(
                 str(option_value(config, "device")),
                 option_value(config, "cfg-device") or None,
                 int(worker.removeprefix("gw")) if worker else None,  # one xdist worker per GPU (or GPU pair)
             )
+            spec = option_value(config, "shard")
+            self.shard = parse_shard(str(spec)) if spec else None
         except ValueError as exc:
             raise pytest.UsageError(f"parity: {exc}") from None
 
+    @property
+    def roots(self) -> list[Path]:
+        """The folders and files the project declared as case files (read after every pytest_configure, so a
+        conftest may add some); none: the plugin stays out of the run."""
+        if self._roots is None:
+            declared = self.config.getoption("parity_cases") or self.config.getini("parity_cases")
+            self._roots = [(self.config.rootpath / r).resolve() for r in declared]
+            if self._roots:
+                reproducible_cpu_math()  # before any case computes (parity/environment.py)
+        return self._roots
+
     def is_case_file(self, path: Path) -> bool:
-        if path.suffix not in CASE_SUFFIXES:
+        if path.suffix not in CASE_SUFFIXES or not self.roots:
             return False
         resolved = path.resolve()
         return any(resolved == root or root in resolved.parents for root in self.roots)
@@ -107,9 +123,8 @@ class PytestParity:
         if not cases:
             return
         planned = plan(cases, case_of=lambda item: item.case)
-        spec = option_value(self.config, "shard")
-        if spec:
-            keep = set(map(id, shard(planned, *parse_shard(str(spec)), case_of=lambda item: item.case)))
+        if self.shard is not None:
+            keep = set(map(id, shard(planned, *self.shard, case_of=lambda item: item.case)))
             dropped = [item for item in planned if id(item) not in keep]
             planned = [item for item in planned if id(item) in keep]
             if dropped:
@@ -132,10 +147,13 @@ class PytestParity:
             return
         tally = {s: sum(1 for r in self._session.results if r.status is s) for s in Status}
         reporter.write_sep("-", "parity")
+        skipped = f", {tally[Status.SKIP]} skipped" if tally[Status.SKIP] else ""
         reporter.write_line(
-            f"{tally[Status.PASS]} passed, {tally[Status.FAIL]} failed, {tally[Status.ERROR]} errors — "
+            f"{tally[Status.PASS]} passed, {tally[Status.FAIL]} failed, {tally[Status.ERROR]} errors{skipped} — "
             f"report: {self.report_paths.index_html}"
         )
+        for reason in dict.fromkeys(r.reason for r in self._session.results if r.status is Status.SKIP):
+            reporter.write_line(reason, yellow=True)
 
 
 class CaseFile(pytest.File):
@@ -166,6 +184,8 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         result = self.config.stash[PARITY_KEY].session.run_case(self.case)
+        if result.status is Status.SKIP:
+            pytest.skip(result.reason)
         if result.status is not Status.PASS:
             raise CaseNotPassed(result, self.config.stash[PARITY_KEY].session.options.out_dir)
 
@@ -199,6 +219,8 @@ def describe_failure(result: CaseResult, out_dir: Path) -> str:
             f"mean |diff| {m.mean_abs_diff:.3f}, max |diff| {m.max_abs_diff}, "
             f"changed pixels {m.changed_pixels:.4f} (> {m.pixel_tolerance:g} levels)"
         )
+    if result.baseline_choice:
+        lines.append(f"  compared with {result.baseline_choice}")
     if result.effective is not None:
         e = result.effective
         lines.append(

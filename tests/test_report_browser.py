@@ -42,7 +42,7 @@ sample:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, cpu_set):
     root = tmp_path_factory.mktemp("browser")
     shutil.copytree(REPO / "cases" / "inputs", root / "cases" / "inputs")
     (root / "cases" / "loras").mkdir()
@@ -51,7 +51,7 @@ def report(tmp_path_factory):
     (root / "cases" / "suite.yaml").write_text(SUITE)
     cases = load_cases(root / "cases" / "suite.yaml")
     ParitySession(RunOptions(out_dir=root / "first")).run_all(cases[:2])  # writes the pinned baselines
-    changed = root / "baselines" / "suite" / "changed.png"
+    changed = root / "baselines" / "suite" / cpu_set / "changed.png"
     pixels = np.asarray(Image.open(changed)).copy()
     pixels[:, 32:] = 255 - pixels[:, 32:]
     Image.fromarray(pixels).save(changed)
@@ -134,8 +134,8 @@ def test_case_view_slider_onion_zoom_and_escaping(browser, report):
     from selenium.webdriver.common.by import By
 
     index, _ = report
-    browser.get(index.as_uri() + "#case-1")
-    section = browser.find_element(By.ID, "case-1")
+    browser.get(index.as_uri() + "#case-suite__changed")  # a stable anchor per case id (CI summaries link to it)
+    section = browser.find_element(By.ID, "case-suite__changed")
     assert "suite::changed" in section.text
     assert XSS in section.text  # the prompt shows as text
     assert browser.execute_script("return window.__xss === undefined")  # and never runs
