@@ -106,7 +106,7 @@ def choose(case: Case, run_class: EnvClass) -> BaselineChoice:
         raise CaseRunError(f"{case.id} has no baseline path", "add `baseline:` to the sample")
     if case.baseline_kind is BaselineKind.PREVIEW:
         return BaselineChoice(case.baseline, run_class, None, exact=True)
-    folder, name = os.path.split(case.baseline)
+    folder = os.path.dirname(case.baseline)
     sets = class_folders(folder)
     own = set_path(case.baseline, run_class)
     with_file = [env for env in sets if os.path.isfile(set_path(case.baseline, env))]

@@ -1,7 +1,8 @@
 """`parity calibrate`: measure each case's noise floor in this environment class and propose thresholds from it.
 
 Per case, with the reference wiring as `parity run` renders it:
-- repeat: the case rendered twice, the second time with the text embeddings and control latents computed anew;
+- repeat: the case rendered twice, the second time with the text embeddings and control latents computed anew
+  (a second set of caches, empty at the start of the repeat pass);
 - kernels: on the CPU, the case rendered in a second process under another ATen kernel set
   (`ATEN_CPU_CAPABILITY`); on a GPU, in the other precision (float32 where the run is bf16) — the other precision
   is another environment class with a set of its own, so that figure is reported but does not feed thresholds;
@@ -165,7 +166,7 @@ def render_in_subprocess(paths: list[str], device: str, env: dict[str, str]) -> 
 
     with tempfile.TemporaryDirectory(prefix="parity-calibrate-") as folder:
         command = [sys.executable, "-m", "parity.calibrate", "--render", folder, "--device", device, *paths]
-        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
+        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ParityError(f"the second render process failed ({' '.join(f'{k}={v}' for k, v in env.items())}):\n{done.stderr[-2000:]}")
         index = json.loads((Path(folder) / "index.json").read_text(encoding="utf-8"))

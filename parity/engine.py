@@ -126,6 +126,7 @@ class Engine:
         self.base_model_override = base_model_override
         self._loaded: _Loaded | None = None
         self._adopted = False
+        self._fresh: Renderer | None = None  # the second set of caches (render(fresh_caches=True))
         self._images: dict[str, Image.Image] = {}
         self._image_notes: dict[str, list[str]] = {}
 
@@ -152,9 +153,15 @@ class Engine:
         facts = self.facts(case)
         return reference_wiring(case, facts), preview_wiring(case, facts)
 
+    def _fresh_renderer(self, loaded) -> Renderer:
+        if self._fresh is None or self._fresh.pipe is not loaded.pipe:
+            self._fresh = Renderer(loaded.pipe)
+        return self._fresh
+
     def render(self, case: Case, wiring: Wiring | None = None, fresh_caches: bool = False) -> Rendered:
         """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it.
-        `fresh_caches`: compute the text embeddings and control latents anew (calibrate's repeat render)."""
+        `fresh_caches`: take text embeddings and control latents from a second set of caches, which starts empty
+        (calibrate's repeat pass: each input is computed anew once, then shared by the pass's cases)."""
         timings: dict[str, float] = {}
         cuda = self.device.startswith("cuda")
         if cuda:
@@ -187,7 +194,7 @@ class Engine:
             text_images=text_images,
         )
         replica = self._replica_for(loaded, wiring, timings)
-        renderer = Renderer(loaded.pipe) if fresh_caches else loaded.renderer
+        renderer = self._fresh_renderer(loaded) if fresh_caches else loaded.renderer
         rendered = renderer.render(request, render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
@@ -259,6 +266,7 @@ class Engine:
         next case reloads it cleanly). With a ModelPool the model is handed back instead, its LoRA removed."""
         self._images.clear()
         self._image_notes.clear()
+        self._fresh = None
         if self._loaded is None:
             return
         loaded, self._loaded = self._loaded, None

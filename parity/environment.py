@@ -49,3 +49,22 @@ def fingerprint(device_info: dict[str, object] | None = None) -> dict[str, objec
         "mkl_cbwr": cpu_math_mode(),
         **(device_info or {}),
     }
+
+
+# What a pinned baseline's environment is compared on (`<baseline>.env.json` against this run's fingerprint).
+ENV_KEYS = (("versions", "torch"), ("versions", "diffusers"), ("versions", "transformers"), ("versions", "peft"),
+            ("device_name", None), ("compute_capability", None), ("cpu_capability", None), ("dtype", None),
+            ("mkl_cbwr", None), ("environment_class", None))
+
+
+def env_changes(baseline_env: dict | None, run_env: dict) -> tuple[str, ...]:
+    """What differs between the environment a pinned baseline was made in and this run's, one line each."""
+    if not baseline_env:
+        return ()
+    changes = []
+    for key, sub in ENV_KEYS:
+        then = baseline_env.get(key, {}).get(sub) if sub else baseline_env.get(key)
+        now = run_env.get(key, {}).get(sub) if sub else run_env.get(key)
+        if then != now and (then is not None or now is not None):
+            changes.append(f"{sub or key.replace('_', ' ')}: baseline {then or '—'}, this run {now or '—'}")
+    return tuple(changes)

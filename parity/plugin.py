@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .diagnose import cause_text
-from .environment import reproducible_cpu_math
+from .environment import env_changes, reproducible_cpu_math
 from .errors import CaseFileError
 from .options import add_pytest_options, assign_devices, option_value
 from .planner import parse_shard, plan, shard
@@ -187,11 +187,12 @@ class CaseItem(pytest.Item):
         if result.status is Status.SKIP:
             pytest.skip(result.reason)
         if result.status is not Status.PASS:
-            raise CaseNotPassed(result, self.config.stash[PARITY_KEY].session.options.out_dir)
+            session = self.config.stash[PARITY_KEY].session
+            raise CaseNotPassed(result, session.options.out_dir, session.run_environment())
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CaseNotPassed):
-            return describe_failure(excinfo.value.result, excinfo.value.out_dir)
+            return describe_failure(excinfo.value.result, excinfo.value.out_dir, excinfo.value.run_env)
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
@@ -203,13 +204,14 @@ class InvalidCaseFile(Exception):
 
 
 class CaseNotPassed(Exception):
-    def __init__(self, result: CaseResult, out_dir: Path):
+    def __init__(self, result: CaseResult, out_dir: Path, run_env: dict | None = None):
         self.result = result
         self.out_dir = out_dir
+        self.run_env = run_env or {}
         super().__init__(result.reason)
 
 
-def describe_failure(result: CaseResult, out_dir: Path) -> str:
+def describe_failure(result: CaseResult, out_dir: Path, run_env: dict | None = None) -> str:
     """The failure text: verdict, every metric against its threshold, every image path."""
     lines = [f"{result.status.value.upper()}: {result.id}: {result.reason}"]
     if result.metrics is not None and result.thresholds is not None:
@@ -221,6 +223,9 @@ def describe_failure(result: CaseResult, out_dir: Path) -> str:
         )
     if result.baseline_choice:
         lines.append(f"  compared with {result.baseline_choice}")
+    changes = env_changes(result.baseline_environment, run_env or {})
+    if changes:
+        lines.append("  the baseline was made elsewhere: " + "; ".join(changes))
     if result.effective is not None:
         e = result.effective
         lines.append(

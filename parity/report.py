@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from .atomic import write_text
 from .calibration import margin_of
 from .diagnose import KnobRow, cause_text
+from .environment import env_changes
 from .results import CaseResult, RunInfo, Status, counts
 
 SETTING_ROWS = (
@@ -33,8 +34,6 @@ SETTING_ROWS = (
     ("control images", "control_images"),
 )
 # What decides pixels when it changes between the run that made a baseline and this one.
-ENV_KEYS = (("versions", "torch"), ("versions", "diffusers"), ("versions", "transformers"), ("versions", "peft"),
-            ("device_name", None), ("compute_capability", None), ("dtype", None))
 STATUS_ORDER = {Status.ERROR: 0, Status.FAIL: 1, Status.SKIP: 2, Status.PASS: 3}
 # (label, Metrics field, Thresholds field, kind) of the metric table; margins use the calibration's terms
 METRIC_ROWS = (
@@ -354,19 +353,6 @@ def _baseline_line(r: CaseResult) -> str:
     if r.calibration_file:
         parts.append(f"thresholds calibrated in {r.calibration_file}")
     return "; ".join(parts)
-
-
-def env_changes(baseline_env: dict | None, run_env: dict) -> tuple[str, ...]:
-    """What differs between the environment a pinned baseline was made in and this run's."""
-    if not baseline_env:
-        return ()
-    changes = []
-    for key, sub in ENV_KEYS:
-        then = baseline_env.get(key, {}).get(sub) if sub else baseline_env.get(key)
-        now = run_env.get(key, {}).get(sub) if sub else run_env.get(key)
-        if then != now and (then is not None or now is not None):
-            changes.append(f"{sub or key.replace('_', ' ')}: baseline {then or '—'}, this run {now or '—'}")
-    return tuple(changes)
 
 
 def _pictures(out_dir: Path, self_contained: bool):

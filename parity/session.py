@@ -29,14 +29,14 @@ from .calibration import calibrated_classes, calibration_path
 from .calibration import read as read_calibration
 from .compare import Metrics, check, compare, heatmap, measure
 from .diagnose import diagnose, wiring_rows
+from .envclass import EnvClass
 from .environment import fingerprint
 from .errors import CaseFileError, ParityError
 from .images import encode_output, open_with_notes, save_png
 from .knobs import Knob, OutputEncoding, Setting
 from .resolve import Case
-from .envclass import EnvClass
 from .results import CasePaths, CaseResult, JpegCheck, RunInfo, Status, write_json
-from .thresholds import ThresholdSource, Thresholds, layered
+from .thresholds import Thresholds, ThresholdSource, layered
 
 PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
 
@@ -270,12 +270,15 @@ class ParitySession:
             environment_class=choice.run_class.key,
         )
 
-    def _baseline_environment(self) -> dict:
-        """What a pinned baseline written now is recorded with (compared with later runs' environment)."""
+    def run_environment(self) -> dict:
+        """This run's environment, as a pinned baseline written now records it (later runs compare with it)."""
         env = fingerprint(self._engine.describe() if self._engine is not None else {"device": self.options.device})
         keep = ("versions", "device", "device_name", "compute_capability", "cpu_capability", "dtype", "machine",
                 "mkl_cbwr", "environment_class")
-        return {**{k: env[k] for k in keep if k in env}, "wiring": "reference", "written": _now()}
+        return {k: env[k] for k in keep if k in env}
+
+    def _baseline_environment(self) -> dict:
+        return {**self.run_environment(), "wiring": "reference", "written": _now()}
 
     def _free(self) -> None:
         if self._engine is not None:
