@@ -131,7 +131,9 @@ def write_lora(path: Path, rank: int, seed: int) -> int:
     return len(tensors) // 2
 
 
-def write_suite(folder: Path, names: list[str], size: int, steps: int, lora: Path) -> Path:
+def write_suite(folder: Path, names: list[str], size: int, steps: int, lora: Path, shrink: int = 1) -> Path:
+    """The suite file and its random control images (`shrink`: smaller files of the same aspect, which the pipeline
+    resizes to ~1 MP all the same; --tiny uses 8, so that writing them costs nothing)."""
     rng = np.random.default_rng(0)
     samples = []
     for name, controls, multiplier in CASES:
@@ -140,7 +142,7 @@ def write_suite(folder: Path, names: list[str], size: int, steps: int, lora: Pat
         entry = {"name": name, "prompt": f"benchmark case {name}: put the hat on the person", "network_multiplier": multiplier}
         for i, (w, h) in enumerate(controls, start=1):
             image = folder / f"{name}-{i}.png"
-            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+            Image.fromarray(rng.integers(0, 256, (h // shrink, w // shrink, 3), dtype=np.uint8)).save(image)
             entry[f"ctrl_img_{i}"] = image.name
         samples.append(entry)
     suite = {
@@ -198,8 +200,10 @@ def weights_fingerprint(pipe) -> str:
     return digest.hexdigest()
 
 
-def warm_up(engine: Engine, case) -> float:
-    """One 1-step render without the LoRA, so that first-call kernel set-up is not charged to a driver."""
+def warm_up(engine: Engine, case, tiny: bool = False) -> float:
+    """One short render without the LoRA, so that first-call kernel set-up is not charged to a driver. Its caches
+    are emptied again, so the first case pays its own encodings; with --tiny (which measures nothing) the render is
+    at the case's size and the caches are kept."""
     from parity.wiring import Request
 
     start = time.perf_counter()
@@ -207,9 +211,11 @@ def warm_up(engine: Engine, case) -> float:
     replica = engine._loaded.replica
     if replica is not None:
         replica.follow(engine._loaded.lora.key)
-    engine._loaded.renderer.render(Request("warm up", "", 512, 512, 2, 4.0, 0, images), uncond_replica=replica)
-    engine._loaded.renderer.text_cache.clear()
-    engine._loaded.renderer.latent_cache.clear()
+    size = case.effective.width if tiny else 512
+    engine._loaded.renderer.render(Request("warm up", "", size, size, 2, 4.0, 0, images), uncond_replica=replica)
+    if not tiny:
+        engine._loaded.renderer.text_cache.clear()
+        engine._loaded.renderer.latent_cache.clear()
     return time.perf_counter() - start
 
 
@@ -389,7 +395,7 @@ def set_up(args):
         pipe = build_pipeline(device, seed=0)
         modules = write_lora(lora, args.rank, seed=1)
     build_s = time.perf_counter() - t0
-    cases = load_cases(write_suite(work, names, args.size, args.steps, lora))
+    cases = load_cases(write_suite(work, names, args.size, args.steps, lora, shrink=8 if args.tiny else 1))
     gigabytes = sum(p.numel() * p.element_size() for name in ("transformer", "text_encoder", "vae") for p in pipe.components[name].parameters()) / 1e9
     meta = {"label": args.label, "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu (tiny model)",
             "torch": torch.__version__, "steps": args.steps, "size": args.size, "cases": len(cases), "lora_rank": args.rank,
@@ -412,6 +418,7 @@ def run_parity_drivers(args, pipe, cases, drivers, recorder, summary, outputs) -
     interleaved = [i for pair in zip(reversed(forward), forward) for i in pair][: len(cases)]  # 7,0,6,1,...
     orders = {"parity-a": forward, "parity-b": list(dict.fromkeys(interleaved + forward)), "parity-cfg2": forward}
     current: tuple[str | None, Engine] | None = None
+    latents: dict = {}  # --tiny (which measures nothing): the engines share the control latents
     for driver in drivers:
         cfg_device = args.cfg_device if driver == "parity-cfg2" else None
         if current is None or current[0] != cfg_device:
@@ -420,9 +427,11 @@ def run_parity_drivers(args, pipe, cases, drivers, recorder, summary, outputs) -
             engine = Engine(args.device, cfg_device=cfg_device)
             t0 = time.perf_counter()
             engine.adopt(pipe, "full-size")
+            if args.tiny:
+                engine._loaded.renderer.latent_cache = latents
             if cfg_device is not None:
                 summary[f"{driver}: transformer copy set up on {cfg_device} s"] = round(time.perf_counter() - t0, 2)
-            summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0]), 2)
+            summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0], args.tiny), 2)
             current = (cfg_device, engine)
         outputs[driver] = {}
         summary[f"{driver} suite wall s"] = round(run_parity(current[1], cases, orders[driver], args.size, args.tflops, recorder, driver, outputs[driver]), 2)

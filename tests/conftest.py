@@ -1,7 +1,14 @@
-"""Shared fixtures: small case files in temporary folders, the tiny pipeline loaded once per session."""
+"""Shared fixtures: small case files in temporary folders, the tiny pipeline loaded once per session.
+
+MKL's reproducible mode is set at configure time, before any test computes: the exactness tests compare two code paths whose
+weights can sit at different addresses (a copy for CFG-parallel, a merge written back, a second load), and MKL
+otherwise picks its branch by alignment (parity/environment.py). Both sides of every comparison then run the same
+kernels, on any CPU.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -13,6 +20,35 @@ INPUTS = REPO / "cases" / "inputs"
 TINY_LORA = REPO / "cases" / "loras" / "tiny.safetensors"
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config):
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    # One tiny-model build per session: pytester points HOME at each inner project, which would move the default
+    # cache (~/.cache/parity) and build the model again there; subprocesses inherit the variable too.
+    os.environ.setdefault("PARITY_CACHE", str(Path.home() / ".cache" / "parity"))
+    _split_the_cores(config)
+
+
+def _split_the_cores(config) -> None:
+    """Under pytest-xdist (`-n N`, the README's command) the workers share the cores: each computes with its share
+    of them (and so do the processes it starts), and the controller builds the tiny model once before they start.
+    The tiny model's ops are too small to keep two threads busy, so two one-thread workers on two cores finish the
+    suite in about 0.7 of one two-thread session. Every comparison in the suite is between renders of one process
+    or of processes with the same thread count (and MKL_CBWR makes MKL's results independent of it)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        if getattr(config.option, "numprocesses", None):
+            from parity.tiny import ensure_tiny
+
+            ensure_tiny()
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // int(workerinput["workercount"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -34,6 +70,39 @@ def write_case(workdir: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_models():
+    """Every engine of the test session borrows the tiny model from one pool (parity.engine.share_models): it is
+    loaded once, and its exact caches (text embeddings, control-image latents) serve every later session. Each
+    engine still gets it with no LoRA applied, as from disk; tests that need a fresh load call load_pipeline."""
+    from parity.engine import share_models
+
+    share_models(True)
+    yield
+    share_models(False)
+
+
+@pytest.fixture(scope="session")
+def cpu_set() -> str:
+    """The key of this machine's CPU environment class: pinned baselines written here go to <folder>/<key>/."""
+    import torch
+
+    from parity.envclass import from_device_info
+
+    info = {"device": "cpu", "dtype": "float32", "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return from_device_info(info).key
+
+
+@pytest.fixture(scope="session")
+def tiny_latents(shared_models) -> dict:
+    """The control-image latents of the session's shared tiny model, for the tests that drive a tiny pipeline
+    directly (`latent_cache=`): every load of the tiny model has the same VAE, and the cache is exact
+    (tests/test_wiring.py checks it against a fresh encode), so each picture is encoded at ~1 MP once per session."""
+    from parity.engine import Engine
+
+    return Engine("cpu").model().renderer.latent_cache
 
 
 @pytest.fixture(scope="session")

@@ -66,9 +66,11 @@ class TrainerLora:
         for name, p in self.pairs.items():
             linear = self.modules[name]
             self.saved[name] = linear.weight.data.clone()
+            state = linear.state_dict()
             weight = linear.weight.float()
             weight = weight + multiplier * (p["up"] @ p["down"]) * self.scale
-            linear.weight.data = weight.to(self.saved[name].dtype)
+            state["weight"] = weight.to(self.saved[name].dtype)
+            linear.load_state_dict(state)  # as merge_in writes back: a copy into the module's own storage
 
     def unmerged(self, multiplier):
         scale = torch.tensor(self.scale, dtype=torch.float32)
@@ -84,7 +86,7 @@ class TrainerLora:
         for h in self.hooks:
             h.remove()
         for name, w in self.saved.items():
-            self.modules[name].weight.data = w
+            self.modules[name].weight.data.copy_(w)
 
 
 def trainer_generate(pipe, prompt, negative, vae_images, text_images, width, height, steps, guidance, seed,

@@ -1,19 +1,33 @@
-"""The full-size benchmark script stays runnable: its --tiny mode on the CPU (numbers meaningless, shape checked)."""
+"""The benchmark scripts stay runnable: their --tiny modes on the CPU (numbers meaningless, shape and bits checked)."""
 
 import json
 import runpy
+import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
+BENCH = REPO / "benchmarks"
+TINY = ["--tiny", "--cases", "2", "--steps", "2", "--size", "64"]
 
-def test_benchmark_script_runs_on_the_tiny_model(tmp_path, monkeypatch):
-    out = tmp_path / "bench"
-    monkeypatch.setattr(sys, "argv", ["full_size.py", "--tiny", "--cases", "2", "--steps", "2", "--size", "64",
-                                      "--drivers", "parity-a,parity-b,parity-cfg2,server-none", "--out", str(out)])
-    module = runpy.run_path(str(REPO / "benchmarks" / "full_size.py"), run_name="bench")
-    assert module["main"]() == 0
-    data = json.loads((out / "results.json").read_text())
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """full_size.py --tiny run once in this process: every driver on the same two cases."""
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["full_size.py", *TINY, "--drivers", "parity-a,parity-b,parity-cfg2,server-none", "--out", str(out)]
+    module = runpy.run_path(str(BENCH / "full_size.py"), run_name="bench")
+    saved, sys.argv = sys.argv, argv
+    try:
+        assert module["main"]() == 0
+    finally:
+        sys.argv = saved
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_benchmark_script_runs_on_the_tiny_model(bench):
+    out, data = bench
     assert [r["case"] for r in data["runs"]["parity-a"]] == ["c1-square", "c2-mixed"]
     assert data["summary"]["outputs torch.equal across orders"] == {"c1-square": True, "c2-mixed": True}
     assert "server-none / parity-a wall ratio" in data["summary"] and (out / "results.md").is_file()
@@ -24,16 +38,42 @@ def test_benchmark_script_runs_on_the_tiny_model(tmp_path, monkeypatch):
     assert set(data["summary"]["parity-a denoise / the stock call's denoise (same inputs)"]) == {"c1-square", "c2-mixed"}
 
 
-def test_case_parallel_script_runs_on_the_tiny_model(tmp_path):
-    """Two worker processes on the CPU hand out cases dynamically; the same bits as one worker."""
-    import subprocess
-
+def test_case_parallel_workers_render_the_in_process_bits(bench, tmp_path):
+    """Two worker processes (as xdist workers on two GPUs) take the cases one at a time; every case's decoded
+    output equals the one rendered in this process by full_size.py's parity-a driver, on the same weights."""
+    _, data = bench
     out = tmp_path / "cp"
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "case_parallel.py"), "--tiny", "--cases", "2", "--steps", "2",
-                    "--size", "64", "--workers", "1,2", "--out", str(out)], check=True, cwd=REPO, capture_output=True)
-    data = json.loads((out / "results.json").read_text())
-    assert [run["workers"] for run in data["runs"]] == [1, 2]
-    assert sorted(r["case"] for r in data["runs"][1]["rows"]) == ["c1-square", "c2-mixed"]
-    key = "outputs of the 2-worker run equal the 1-worker run's (sha256 of the decoded tensor)"
-    assert data["summary"][key] == {"c1-square": True, "c2-mixed": True}
-    assert data["summary"]["throughput 2 vs 1 worker(s), set-up excluded (busy wall)"] > 0
+    subprocess.run([sys.executable, str(BENCH / "case_parallel.py"), *TINY, "--workers", "2", "--out", str(out)],
+                   check=True, cwd=REPO, capture_output=True)
+    result = json.loads((out / "results.json").read_text())
+    (run,) = result["runs"]
+    assert run["workers"] == 2 and set(run["set_up_s"]) == {"0", "1"}
+    assert sorted(c for cases in run["cases_per_worker"].values() for c in cases) == ["c1-square", "c2-mixed"]
+    assert result["meta"]["weights_sample_sha256"] == data["meta"]["weights_sample_sha256"]
+    in_process = {r["case"]: r["decoded_sha256"] for r in data["runs"]["parity-a"]}
+    assert {r["case"]: r["decoded_sha256"] for r in run["rows"]} == in_process
+
+
+def test_case_parallel_joins_runs_of_separate_commands(tmp_path, capsys):
+    """--join: one summary over runs measured apart (throughput, same bits), refused across different weights."""
+    module = runpy.run_path(str(BENCH / "case_parallel.py"), run_name="case_parallel")
+
+    def part(name, workers, wall, busy, sha, weights="w"):
+        rows = [{"case": c, "decoded_sha256": s, "outside_denoise_s": 0.5, "worker": 0, "device": "cpu", "wall_s": 1,
+                 "denoise_s": 1, "peak_memory_gb": None} for c, s in sha.items()]
+        run = {"workers": workers, "devices": ["cpu"] * workers, "suite_wall_s": wall, "set_up_s": {}, "busy_wall_s": busy,
+               "cases_per_worker": {}, "rows": rows}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"meta": {"weights_sample_sha256": weights}, "runs": [run], "summary": {}}))
+        return path
+
+    one = part("one", 1, 100.0, 80.0, {"a": "x", "b": "y"})
+    two = part("two", 2, 55.0, 40.0, {"a": "x", "b": "z"})
+    assert module["join"]([one, two], tmp_path / "joined", "") == 0
+    summary = json.loads((tmp_path / "joined" / "results.json").read_text())["summary"]
+    assert summary["throughput 2 vs 1 worker(s), set-up included"] == round(100 / 55, 3)
+    assert summary["throughput 2 vs 1 worker(s), set-up excluded (busy wall)"] == 2.0
+    assert summary["outputs of the 2-worker run equal the 1-worker run's (sha256 of the decoded tensor)"] == {"a": True, "b": False}
+    other = part("other", 2, 50.0, 40.0, {"a": "x"}, weights="v")
+    assert module["join"]([one, other], tmp_path / "refused", "") == 2
+    assert "different weights" in capsys.readouterr().err

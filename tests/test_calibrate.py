@@ -12,7 +12,6 @@ from parity.calibration import MARGIN, Calibration, CaseCalibration, Measurement
 from parity.cli import main
 from parity.compare import Metrics
 from parity.errors import CaseRunError
-from parity.thresholds import Thresholds
 
 
 def metrics(ssim=1.0, psnr=math.inf, max_abs=0, mean=0.0):
@@ -101,7 +100,7 @@ def test_calibrate_writes_next_to_the_set_and_the_next_run_judges_by_it(write_ca
     (a,) = json.loads((workdir / "second" / "results.json").read_text())["cases"]
     assert a["threshold_sources"]["ssim_min"] == "calibrated" and a["thresholds"]["ssim_min"] == data["cases"]["a"]["thresholds"]["ssim_min"]
     assert a["threshold_sources"]["psnr_min"] == "sample" and a["thresholds"]["psnr_min"] == 20  # a person's value wins
-    assert a["noise_floor"]["psnr"] == data["cases"]["a"]["floor"]["psnr"] and a["calibration_file"].endswith("calibration.yaml")
+    assert float(a["noise_floor"]["psnr"]) == data["cases"]["a"]["floor"]["psnr"] and a["calibration_file"].endswith("calibration.yaml")
     assert a["baseline_set"] == cpu_set and a["environment_class"] == cpu_set
     html = (workdir / "second" / "index.html").read_text()
     assert "noise floor (calibrated)" in html and "margin beyond the floor" in html and "calibrated" in html

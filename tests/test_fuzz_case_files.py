@@ -2,6 +2,7 @@
 
 import string
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -75,17 +76,15 @@ def suites():
     )
 
 
-def texts():
-    dumped = suites().map(lambda d: yaml.safe_dump(d, allow_unicode=True))
-    garbage = st.text(alphabet=string.printable + "ü€\t", max_size=200)
-    broken = dumped.map(lambda t: t.replace(":", "", 1) + "\n  - [unclosed")
-    return st.one_of(dumped, dumped, dumped, garbage, broken, st.just("a: &x [*x]\n"), st.just("{" * 200))
+def dump(data) -> str:
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), allow_unicode=True)
 
 
-@settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(text=texts())
-def test_every_case_file_loads_or_says_what_is_wrong(workdir, text):
-    path = workdir / "cases" / "fuzz.yaml"
+GARBAGE = st.text(alphabet=string.printable + "ü€\t", max_size=200)
+SPECIAL = ("a: &x [*x]\n", "{" * 200, "", "---\n...\n", "sample: !!python/object:os.system x\n")
+
+
+def check_text(path, text):
     path.write_text(text, encoding="utf-8")
     try:
         load_cases(path)
@@ -95,3 +94,19 @@ def test_every_case_file_loads_or_says_what_is_wrong(workdir, text):
             assert problem.file == str(path)
             assert problem.field and problem.message and problem.fix
             assert str(problem).startswith(str(path))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(suite=suites(), garbage=GARBAGE)
+def test_every_case_file_loads_or_says_what_is_wrong(workdir, suite, garbage):
+    """Each example checks three files: a structured case file, the same file with its syntax broken, and text
+    that is not YAML at all (6,000 files; the structure is the expensive draw)."""
+    path = workdir / "cases" / "fuzz.yaml"
+    dumped = dump(suite)
+    for text in (dumped, dumped.replace(":", "", 1) + "\n  - [unclosed", garbage):
+        check_text(path, text)
+
+
+@pytest.mark.parametrize("text", SPECIAL, ids=["recursive alias", "deep nesting", "empty", "empty document", "python tag"])
+def test_odd_documents_are_refused_with_a_reason(workdir, text):
+    check_text(workdir / "cases" / "odd.yaml", text)

@@ -107,21 +107,27 @@ def test_shards_then_merge_give_one_report(write_case, workdir):
     assert main(["run", str(path), "--shard", "3/2", "--out", str(workdir / "x")]) == 2
 
 
-def test_text_embeddings_are_cached_exactly(tiny_pipe):
+def test_text_embeddings_are_cached_exactly(tiny_pipe, tiny_latents, monkeypatch):
     import torch
     from conftest import INPUTS
 
     from parity.images import open_rgb
     from parity.wiring import Renderer, Request
 
+    calls = []
+    real = tiny_pipe.encode_prompt
+    monkeypatch.setattr(tiny_pipe, "encode_prompt", lambda *a, **k: calls.append(k.get("prompt", a[0] if a else None)) or real(*a, **k))
     imgs = (open_rgb(INPUTS / "square.png", "c"),)
     request = Request("a hat", "", 64, 64, 2, 4.0, 3, imgs)
-    renderer = Renderer(tiny_pipe)
+    renderer, fresh = Renderer(tiny_pipe), Renderer(tiny_pipe)
+    renderer.latent_cache = fresh.latent_cache = tiny_latents  # this test is about the text cache
     first = renderer.render(request)
+    encoded = [p for p in calls if p is not None]
     second = renderer.render(request)
-    assert len(renderer.text_cache) == 1 and second.timings["text_encode"] < first.timings["text_encode"]
+    assert len(renderer.text_cache) == 1 and encoded == ["a hat", ""]  # prompt and negative prompt, once each
+    assert [p for p in calls if p is not None] == encoded  # the second render encoded nothing
     assert torch.equal(first.decoded, second.decoded)
-    assert torch.equal(first.decoded, Renderer(tiny_pipe).render(request).decoded)
+    assert torch.equal(first.decoded, fresh.render(request).decoded)
 
 
 @settings(max_examples=200, deadline=None)

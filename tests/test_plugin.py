@@ -160,7 +160,8 @@ def test_an_unrelated_project_runs_unchanged(pytester, warm):
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert " parity " not in result.stdout.str()  # no summary section (the header lists installed plugins)
-    assert sorted(p.name for p in pytester.path.iterdir()) == ["cases", "test_mine.py"]  # no reports/
+    # nothing written (other plugins may leave their dot-folders, e.g. pytest-benchmark's .benchmarks)
+    assert sorted(p.name for p in pytester.path.iterdir() if not p.name.startswith(".")) == ["cases", "test_mine.py"]
 
 
 def test_a_conftest_can_opt_in(pytester, warm):
@@ -206,3 +207,23 @@ def test_an_environment_without_its_own_set_is_skipped_with_one_line(project, cp
     result = project.runpytest_inprocess("-m", "parity", "--parity-update")
     result.assert_outcomes(failed=2, deselected=1)
     assert (project.path / "baselines" / "suite" / cpu_set / "first.png").is_file()
+
+
+def test_a_fallback_set_is_named_with_how_its_environment_differs(project, cpu_set):
+    """No set of this class, one of a neighbouring kernel set: the cases are compared with it, and a failure says
+    which set that was and what differs from the environment it was made in."""
+    neighbour = "cpu-float32-default" if cpu_set != "cpu-float32-default" else "cpu-float32-avx2"
+    folder = project.path / "baselines" / "suite" / neighbour
+    folder.mkdir(parents=True)
+    made = {"versions": {"torch": "0.0.1"}, "device": "cpu", "dtype": "float32", "cpu_capability": neighbour.split("-")[-1],
+            "environment_class": neighbour}
+    for name in ("first", "second"):
+        shutil.copy(INPUTS / "square.png", folder / f"{name}.png")  # not what the tiny model renders: both fail
+        (folder / f"{name}.png.env.json").write_text(json.dumps(made))
+    result = project.runpytest_inprocess("-m", "parity")
+    result.assert_outcomes(failed=2, deselected=1)
+    result.stdout.fnmatch_lines([
+        f"*compared with set {neighbour}, the nearest to this environment ({cpu_set}), which has none*",
+        f"*the baseline was made elsewhere: torch: baseline 0.0.1, this run *cpu capability: baseline {neighbour.split('-')[-1]}*",
+    ])
+    assert not (project.path / "baselines" / "suite" / cpu_set).exists()  # a fallback is compared, never written
