@@ -1,7 +1,10 @@
 """The bundled tiny model: Qwen-Image-Edit-2511's real classes at tiny sizes, built offline and seeded.
 
-`ensure_tiny()` builds it once into a cache folder (byte-for-byte the same for the same library versions)
-and returns that diffusers folder; it is then loaded by the same code as a real checkpoint. Random weights
+`ensure_tiny()` builds it once into a cache folder (byte-for-byte the same for the same library versions, on any
+CPU) and returns that diffusers folder; it is then loaded by the same code as a real checkpoint. The weights are
+drawn from numpy's PCG64 uniform stream, not torch's initialisers: torch's `normal_` and friends have vectorised
+kernels per CPU kernel set (another AVX2 Box-Muller, other transcendental approximations), so a model built with
+them differs from machine to machine, and so would every baseline made on it. Random weights
 make prompt, control images and CFG move the pixels by less than one level, so a few gains are raised after
 initialisation (see `_raise_gains`); `tests/test_tiny.py` measures that each input still moves the output.
 """
@@ -10,14 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import torch
 
-TINY_RECIPE = 1  # bump when anything below changes what gets built
+TINY_RECIPE = 2  # bump when anything below changes what gets built (2: weights portable across CPUs)
 
 # Qwen2.5-VL special tokens, in the order the real vocabulary has them (after the byte-level BPE tokens).
 SPECIAL_TOKENS = (
@@ -92,6 +97,7 @@ TRANSFORMER_CONFIG = {
     "zero_cond_t": True,
 }
 
+TEXT_INIT_STD = 0.02  # transformers' initializer_range for Qwen2.5-VL (its linears and embeddings are normal(0, 0.02))
 QK_NORM_GAIN = 8.0  # sharper attention, so text and control tokens are attended to
 MODULATION_GAIN = 8.0  # larger adaLN gates, so every block changes the residual stream
 
@@ -226,7 +232,9 @@ def build_text_encoder(tokenizer):
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
     )
-    return Qwen2_5_VLForConditionalGeneration(config)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    portable_weights(model, seed=0, std=TEXT_INIT_STD)
+    return model
 
 
 def build_transformer(raise_gains: bool = True):
@@ -234,9 +242,41 @@ def build_transformer(raise_gains: bool = True):
     from diffusers import QwenImageTransformer2DModel
 
     model = QwenImageTransformer2DModel(**TRANSFORMER_CONFIG)
+    if next(model.parameters()).is_meta:  # shapes only (the LoRA's targets)
+        return model
+    portable_weights(model, seed=1)
     if raise_gains:
         _raise_gains(model)
     return model
+
+
+def uniform(seed: list[int], bound: float, shape: tuple[int, ...]) -> torch.Tensor:
+    """float32 draws from U(-bound, bound) that are the same bits on every machine: numpy's PCG64 stream maps
+    integers to doubles by exact arithmetic (no transcendental function), and float64 -> float32 rounds by IEEE."""
+    import numpy as np
+
+    values = np.random.default_rng(seed).uniform(-bound, bound, size=shape)
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def portable_weights(model, seed: int, std: float | None = None) -> None:
+    """Draw every random parameter of `model` anew with `uniform`, keyed by its name; constant ones (norm gains of 1,
+    zero biases) are exact on any machine and stay. The spread follows the library's own initialiser: PyTorch's
+    default for linears and convolutions, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (biases take their weight's fan-in),
+    or, with `std`, a uniform of that standard deviation (transformers' normal initialiser)."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            flat = param.reshape(-1)
+            if flat.numel() < 2 or bool((flat == flat[0]).all()):
+                continue
+            if std is not None:
+                bound = std * math.sqrt(3.0)
+            else:
+                weight = param if param.ndim >= 2 else getattr(modules.get(name.rpartition(".")[0]), "weight", None)
+                fan_in = math.prod(weight.shape[1:]) if weight is not None and weight.ndim >= 2 else param.numel()
+                bound = 1.0 / math.sqrt(fan_in)
+            param.copy_(uniform([seed, zlib.crc32(name.encode())], bound, tuple(param.shape)).to(param.dtype))
 
 
 def _raise_gains(model) -> None:
@@ -253,7 +293,9 @@ def build_vae():
     from diffusers import AutoencoderKLQwenImage
 
     # Real latent channels (16), 8x compression, the real latent statistics (the class defaults).
-    return AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True])
+    portable_weights(vae, seed=2)
+    return vae
 
 
 def build_tiny(dest: Path) -> None:
@@ -282,15 +324,16 @@ def tiny_lora_tensors(seed: int = 1234) -> dict[str, torch.Tensor]:
     """A rank-4 LoRA on every linear of the tiny transformer's blocks, in ai-toolkit's key format and dtype."""
     with torch.device("meta"):
         transformer = build_transformer(raise_gains=False)
-    generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
     for block_index in range(len(transformer.transformer_blocks)):
         block = transformer.transformer_blocks[block_index]
         for target in LORA_TARGETS:
             linear = block.get_submodule(target)
-            down = torch.randn(LORA_RANK, linear.in_features, generator=generator) / linear.in_features**0.5
-            up = torch.randn(linear.out_features, LORA_RANK, generator=generator) * 0.5 / LORA_RANK**0.5
             prefix = f"diffusion_model.transformer_blocks.{block_index}.{target}"
+            key = zlib.crc32(prefix.encode())
+            # standard deviations 1/sqrt(in) (down) and 0.5/sqrt(rank) (up), portable as the model's weights
+            down = uniform([seed, key, 0], math.sqrt(3.0 / linear.in_features), (LORA_RANK, linear.in_features))
+            up = uniform([seed, key, 1], 0.5 * math.sqrt(3.0 / LORA_RANK), (linear.out_features, LORA_RANK))
             tensors[f"{prefix}.lora_A.weight"] = down.to(torch.float16)
             tensors[f"{prefix}.lora_B.weight"] = up.to(torch.float16)
     return tensors
