@@ -2,6 +2,9 @@
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from parity.images import open_rgb
 from parity.knobs import TextImageSize
 from parity.loading import load_pipeline
 from parity.lora import FusedLora
-from parity.tiny import build_tiny, build_tokenizer, ensure_tiny, tiny_lora_tensors
+from parity.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
 from parity.wiring import condition_tensor, encode, resize_for_text
 
 
@@ -23,9 +26,13 @@ def digests(folder):
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_build_is_byte_for_byte_reproducible(tmp_path):
-    """A fresh build equals the cached one (built by the same library versions, in this session or an earlier one)."""
-    build_tiny(tmp_path / "fresh")
+def test_build_is_byte_for_byte_reproducible_under_another_cpu_kernel_set(tmp_path):
+    """A fresh build, in a process that computes with another ATen kernel set, equals the cached one (built by the same
+    library versions): the model, and so every baseline made on it, is the same on any CPU."""
+    current = torch.backends.cpu.get_cpu_capability().lower()
+    code = "import sys; from pathlib import Path; from parity.tiny import build_tiny; build_tiny(Path(sys.argv[1]))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default" if current != "default" else "avx2"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], env=env, check=True, capture_output=True)
     fresh, cached = digests(tmp_path / "fresh"), digests(ensure_tiny())
     assert fresh == cached
     assert "transformer/diffusion_pytorch_model.safetensors" in fresh and "tokenizer/tokenizer.json" in fresh
