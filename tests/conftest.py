@@ -9,15 +9,11 @@ kernels, on any CPU.
 from __future__ import annotations
 
 import os
-import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-INPUTS = REPO / "cases" / "inputs"
-TINY_LORA = REPO / "cases" / "loras" / "tiny.safetensors"
+from paths import case_folder
 
 pytest_plugins = ["pytester"]
 
@@ -54,9 +50,7 @@ def _split_the_cores(config) -> None:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A folder with cases/inputs (the example control images) and cases/loras/tiny.safetensors."""
-    shutil.copytree(INPUTS, tmp_path / "cases" / "inputs")
-    (tmp_path / "cases" / "loras").mkdir(parents=True)
-    shutil.copy(TINY_LORA, tmp_path / "cases" / "loras" / "tiny.safetensors")
+    case_folder(tmp_path / "cases")
     return tmp_path
 
 

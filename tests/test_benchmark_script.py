@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from paths import REPO
 
 BENCH = REPO / "benchmarks"
 TINY = ["--tiny", "--cases", "2", "--steps", "2", "--size", "64"]

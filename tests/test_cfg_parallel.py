@@ -9,11 +9,9 @@ benchmarks/full_size.py check that run."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
-from conftest import INPUTS, TINY_LORA
+from paths import case_folder
 
 from parity.engine import Engine
 from parity.knobs import Knob, LoraMethod, Setting
@@ -44,9 +42,7 @@ sample:
 def cases(tmp_path_factory):
     """Two LoRA scales (so the trainer's wiring runs the LoRA unmerged), 1 and 2 control images, an odd size."""
     root = tmp_path_factory.mktemp("cfg")
-    shutil.copytree(INPUTS, root / "inputs")
-    (root / "loras").mkdir()
-    shutil.copy(TINY_LORA, root / "loras" / "tiny.safetensors")
+    case_folder(root)
     (root / "suite.yaml").write_text(SUITE)
     return {c.name: c for c in load_cases(root / "suite.yaml")}
 

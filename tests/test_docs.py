@@ -1,6 +1,6 @@
 """The README's case-file reference is generated from the schema and must match it."""
 
-from conftest import REPO
+from paths import REPO
 
 from parity.docs import readme_knobs_section, readme_options_section, readme_section, replace_section
 

@@ -5,8 +5,8 @@ Skipped without a CUDA device; run on a GPU machine with `pytest -m gpu`.
 
 import pytest
 import torch
-from conftest import INPUTS, TINY_LORA
 from oracle import server_generate
+from paths import INPUTS, TINY_LORA, case_folder
 
 from parity.images import open_rgb
 from parity.loading import load_pipeline
@@ -101,11 +101,8 @@ def test_xdist_workers_take_one_gpu_each_and_agree_bit_for_bit(pytester):
     """`-n 2 --parity-device cuda`: worker gwN renders on cuda:N; the baselines the two GPUs pinned all pass
     when the whole suite runs again on cuda:1 alone (the same bits on either GPU)."""
     import json
-    import shutil
 
-    shutil.copytree(INPUTS, pytester.path / "cases" / "inputs")
-    (pytester.path / "cases" / "loras").mkdir()
-    shutil.copy(TINY_LORA, pytester.path / "cases" / "loras" / "tiny.safetensors")
+    case_folder(pytester.path / "cases")
     samples = "".join(
         f"    - {{name: c{i}, prompt: 'case {i}', ctrl_img_1: inputs/square.png, network_multiplier: {0.5 + i / 10}}}\n"
         for i in range(6)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import INPUTS, TINY_LORA
+from paths import INPUTS, TINY_LORA
 from PIL import Image
 
 from parity.cli import main

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TINY_LORA
+from paths import TINY_LORA
 from safetensors.torch import save_file
 
 from parity.errors import ModelLoadError

@@ -4,9 +4,9 @@ import json
 from dataclasses import replace
 
 import pytest
-from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import REPO
 
 from parity.cli import main
 from parity.planner import estimated_cost, group_key, parse_shard, plan, shard
@@ -109,7 +109,7 @@ def test_shards_then_merge_give_one_report(write_case, workdir):
 
 def test_text_embeddings_are_cached_exactly(tiny_pipe, tiny_latents, monkeypatch):
     import torch
-    from conftest import INPUTS
+    from paths import INPUTS
 
     from parity.images import open_rgb
     from parity.wiring import Renderer, Request

@@ -9,7 +9,7 @@ import json
 import shutil
 
 import pytest
-from conftest import INPUTS, TINY_LORA
+from paths import INPUTS, case_folder
 
 SUITE = """
 loras: [{path: loras/tiny.safetensors}]
@@ -35,9 +35,7 @@ def warm(tmp_path_factory):
     from parity.suite import load_cases
 
     root = tmp_path_factory.mktemp("warm")
-    shutil.copytree(INPUTS, root / "inputs")
-    (root / "loras").mkdir()
-    shutil.copy(TINY_LORA, root / "loras" / "tiny.safetensors")
+    case_folder(root)
     (root / "suite.yaml").write_text(SUITE)
     session = ParitySession(RunOptions(out_dir=root / "out"))
     session.run_all(load_cases(root / "suite.yaml"))
@@ -45,9 +43,7 @@ def warm(tmp_path_factory):
 
 @pytest.fixture
 def project(pytester, warm):
-    shutil.copytree(INPUTS, pytester.path / "cases" / "inputs")
-    (pytester.path / "cases" / "loras").mkdir()
-    shutil.copy(TINY_LORA, pytester.path / "cases" / "loras" / "tiny.safetensors")
+    case_folder(pytester.path / "cases")
     (pytester.path / "cases" / "suite.yaml").write_text(SUITE)
     (pytester.path / "tests").mkdir()
     (pytester.path / "tests" / "test_unit.py").write_text("def test_unit():\n    assert True\n")
@@ -165,9 +161,7 @@ def test_an_unrelated_project_runs_unchanged(pytester, warm):
 
 
 def test_a_conftest_can_opt_in(pytester, warm):
-    shutil.copytree(INPUTS, pytester.path / "cases" / "inputs")
-    (pytester.path / "cases" / "loras").mkdir()
-    shutil.copy(TINY_LORA, pytester.path / "cases" / "loras" / "tiny.safetensors")
+    case_folder(pytester.path / "cases")
     (pytester.path / "cases" / "suite.yaml").write_text(SUITE)
     pytester.makeconftest('def pytest_configure(config):\n    config.addinivalue_line("parity_cases", "cases")\n')
     result = pytester.runpytest_inprocess("--collect-only", "-q")

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TINY_LORA
+from paths import TINY_LORA, case_folder
 from preview_oracle import TrainerLora, trainer_generate
 
 from parity.compare import measure
@@ -77,14 +77,8 @@ def ablation(tmp_path_factory, engine):
 
 def make_ablation(tmp_path_factory, engine):
     """A case on which most knobs differ, and a memoised renderer for its variants."""
-    import shutil
-
-    from conftest import INPUTS
-
     root = tmp_path_factory.mktemp("ablation")
-    shutil.copytree(INPUTS, root / "inputs")
-    (root / "loras").mkdir()
-    shutil.copy(TINY_LORA, root / "loras" / "tiny.safetensors")
+    case_folder(root)
     path = root / "suite.yaml"
     text = UNMERGED.replace("do_cfg_norm: true", "do_cfg_norm: false, transformer_single_file: true")
     path.write_text(text.replace('neg: ""', 'neg: ""\n  format: jpg'))

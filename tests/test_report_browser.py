@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from paths import REPO
 from PIL import Image
 
 from parity.session import ParitySession, RunOptions

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import INPUTS, TINY_LORA
 from diffusers import FlowMatchEulerDiscreteScheduler
+from paths import INPUTS, TINY_LORA
 from safetensors.torch import load_file
 
 from parity.denoise import StageTimer, generate, to_uint8

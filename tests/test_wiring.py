@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import INPUTS
 from oracle import server_generate
+from paths import INPUTS
 
 from parity.images import open_rgb
 from parity.wiring import Renderer, Request
