@@ -104,7 +104,18 @@ def _plain_copy(transformer: torch.nn.Module, device: torch.device) -> torch.nn.
         parent, _, child = name.rpartition(".")
         holder = replica.get_submodule(parent) if parent else replica
         setattr(holder, child, getattr(holder, child).get_base_layer())
+    for module in replica.modules():
+        _drop_hooks(module)
     return replica.eval().requires_grad_(False)
+
+
+def _drop_hooks(module: torch.nn.Module) -> None:
+    """deepcopy copies forward hooks too: a source holding ai-toolkit's unmerged LoRA branch (forward hooks, see
+    lora.AitkLora) when the copy is made would add that branch to every later pass of the copy. The copy runs
+    the plain fused forward only (the engine never gives it a render with the branch)."""
+    for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
+                  module._forward_hooks_always_called, module._forward_pre_hooks_with_kwargs):
+        hooks.clear()
 
 
 def _base_tensors(model: torch.nn.Module):

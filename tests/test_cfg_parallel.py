@@ -95,6 +95,20 @@ def test_the_unconditional_pass_comes_from_the_copy(cases):
     assert not torch.equal(two.render(case).decoded, expected)
 
 
+def test_a_copy_made_while_the_unmerged_branch_is_hooked_in_runs_without_it(cases):
+    """deepcopy copies forward hooks: a copy made from a model that still holds ai-toolkit's unmerged LoRA branch
+    (a pooled model, last used for a preview wiring) must not add that branch to its passes."""
+    one = Engine("cpu")
+    case = cases["one"]
+    reference, preview = one.wirings(case)
+    one.render(case, preview)  # leaves the branch hooked into the pooled model
+    assert any(m._forward_hooks for m in one._loaded.pipe.transformer.modules())
+    two = Engine("cpu", cfg_device="cpu")
+    two.facts(case)  # takes the pooled model as it is, and copies it
+    assert not any(m._forward_hooks for m in two._loaded.replica.model.modules())
+    assert torch.equal(two.render(case, reference).decoded, one.render(case, reference).decoded)
+
+
 def test_copy_is_plain_and_has_its_own_storage(cases, engines):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
