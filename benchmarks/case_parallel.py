@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--workers", default="1,2", help="worker counts to run, in order (the first is the base)")
-    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--cases", default="8", help="as full_size.py's --cases: a count or names, comma-separated")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--label", default="")
@@ -140,6 +140,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.join:
         return join(args.join, args.out, args.label)
+    import full_size
+
+    try:
+        case_count = len(full_size.case_names(args.cases))
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
     forwarded = ["--out", str(args.out), "--cases", str(args.cases), "--steps", str(args.steps), "--size", str(args.size)]
     if args.tiny:
         forwarded.append("--tiny")
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict = {"meta": {}, "runs": [], "summary": {}}
     for count in counts:
-        run_result = run(count, devices, forwarded, args.cases)
+        run_result = run(count, devices, forwarded, case_count)
         result["meta"] = {**run_result.pop("meta"), "label": args.label}
         result["runs"].append(run_result)
         result["summary"] = summarize(result["runs"])

@@ -59,6 +59,21 @@ CASES = [
 ]
 
 
+def case_names(value: str) -> list[str]:
+    """--cases: a count N (the first N of CASES) or names of CASES, comma-separated, in CASES order."""
+    known = [name for name, _, _ in CASES]
+    if value.strip().isdigit():
+        count = int(value)
+        if not 1 <= count <= len(known):
+            raise argparse.ArgumentTypeError(f"--cases {value}: a count must be 1 to {len(known)}")
+        return known[:count]
+    asked = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in known]
+    if unknown or not asked:
+        raise argparse.ArgumentTypeError(f"--cases {value!r}: unknown case(s) {unknown}; known: {', '.join(known)}")
+    return [name for name in known if name in asked]
+
+
 def build_pipeline(device: str, seed: int):
     """The true architecture with random bf16 weights, created on the GPU by the libraries' own initialisation."""
     from diffusers import (
@@ -360,7 +375,8 @@ def parse_args(argv=None, description: str = "") -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--drivers", default="parity-a,parity-b,server-none,server-model")
-    parser.add_argument("--cases", type=int, default=8, help="how many of the 8 cases")
+    parser.add_argument("--cases", type=case_names, default=case_names("8"),
+                        help="how many of the 8 cases (the first N), or their names, comma-separated (c1-square,c3-mixed)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rank", type=int, default=32)
@@ -380,7 +396,7 @@ def set_up(args):
     device = args.device
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
-    names = [name for name, _, _ in CASES[: args.cases]]
+    names = args.cases
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="parity-bench-"))
     lora = work / "lora.safetensors"

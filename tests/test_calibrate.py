@@ -60,6 +60,7 @@ sample:
   width: 64
   height: 64
   sample_steps: 2
+  guidance_scale: 1  # one transformer pass per step: these tests are about calibration's bookkeeping, not CFG
   neg: ""
   samples:
     - {name: a, prompt: "a hat", ctrl_img_1: inputs/square.png, psnr_min: 20}

@@ -34,7 +34,7 @@ sample:
     - {name: half, prompt: "[trigger] a hat", ctrl_img_1: inputs/person.png, network_multiplier: 0.5}
     - {name: two, prompt: "a drawing", ctrl_img_1: inputs/person.png, ctrl_img_2: inputs/hat.png}
     - {name: odd-size, prompt: "a cat", width: 100, height: 70, ctrl_img_1: inputs/square.png}
-    - {name: legacy, prompt: "b", ctrl_img: inputs/landscape.png, ctrl_img_2: inputs/hat.png}
+    - {name: legacy, prompt: "b", ctrl_img: inputs/landscape.png}
 """
 
 

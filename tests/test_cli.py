@@ -54,6 +54,7 @@ def test_run_exit_codes_and_report(write_case, workdir, capsys):
           width: 64
           height: 64
           sample_steps: 2
+          guidance_scale: 1
           neg: ""
           samples: [{name: only, prompt: a, ctrl_img_1: inputs/square.png}]
         """
@@ -73,6 +74,7 @@ def test_an_invalid_file_is_an_error_row_and_exit_2_while_good_files_run(write_c
           width: 64
           height: 64
           sample_steps: 2
+          guidance_scale: 1
           neg: ""
           samples: [{name: only, prompt: a, ctrl_img_1: inputs/square.png}]
         """,
@@ -118,8 +120,7 @@ sample:
   guidance_scale: 4
   sample_steps: 2
   neg: ""
-  samples:
-    - {name: square, prompt: "[trigger] a drawing", ctrl_img_1: inputs/square.png, baseline: samples/0.jpg}
+  samples:  # one case: a diagnosis renders ~20 wirings (tests/test_preview.py plants each knob alone)
     - {name: portrait, prompt: "[trigger] a hat", ctrl_img_1: inputs/person.png, baseline: samples/1.jpg,
        network_multiplier: 0.5}
 """
@@ -133,7 +134,7 @@ def test_diagnose_names_the_causes_of_previews_drawn_here(write_case, tmp_path):
     assert main(["draw-previews", str(path)]) == 0
     assert main(["run", str(path), "--diagnose", "--out", str(tmp_path / "out")]) == 1
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [c["status"] for c in data["cases"]] == ["fail", "fail"]
+    assert [c["status"] for c in data["cases"]] == ["fail"]
     for case in data["cases"]:
         diagnosis = case["diagnosis"]
         assert diagnosis["verdict"].startswith("mismatch explained by: ")
@@ -142,7 +143,7 @@ def test_diagnose_names_the_causes_of_previews_drawn_here(write_case, tmp_path):
         knobs = {row["knob"]: row for row in diagnosis["rows"]}
         assert knobs["size snapping"]["same"] and knobs["scheduler"]["same"]  # always shown, even when equal
         assert not knobs["LoRA weights"]["replayable"]
-    portrait = data["cases"][1]["diagnosis"]
+    portrait = data["cases"][0]["diagnosis"]
     assert {row["knob"]: row for row in portrait["rows"]}["text encoder: control image size"]["same"] is False
     html = (tmp_path / "out" / "index.html").read_text()
     assert "mismatch explained by" in html and "measured effect" in html
@@ -156,6 +157,7 @@ def test_draw_previews_never_overwrites(write_case, capsys):
           width: 64
           height: 64
           sample_steps: 2
+          guidance_scale: 1
           neg: ""
           samples: [{prompt: a, ctrl_img_1: inputs/square.png, baseline: previews/0.jpg}]
         """

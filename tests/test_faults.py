@@ -24,6 +24,7 @@ sample:
   width: 64
   height: 64
   sample_steps: 2
+  guidance_scale: 1  # one transformer pass per step: these tests are about faults, not CFG
   neg: ""
   samples:
 """

@@ -18,6 +18,7 @@ sample:
   width: 64
   height: 64
   sample_steps: 2
+  guidance_scale: 1  # one transformer pass per step: these tests are about planning, not CFG
   neg: ""
   samples:
     - {name: a1, prompt: a, ctrl_img_1: inputs/square.png, network_multiplier: 1.0}

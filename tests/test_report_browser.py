@@ -33,6 +33,7 @@ sample:
   width: 64
   height: 64
   sample_steps: 2
+  guidance_scale: 1  # one transformer pass per step: these tests are about the report, not CFG
   neg: ""
   samples:
     - {{name: same, prompt: "a hat", ctrl_img_1: inputs/person.png, ctrl_img_2: inputs/hat.png}}
