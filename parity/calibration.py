@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
-from . import envclass
+from . import envclass, yamlfile
 from .atomic import write_text
 from .compare import Metrics
 from .envclass import EnvClass
@@ -146,7 +146,7 @@ def read(path: str) -> Calibration | None:
 
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yamlfile.load(fh.read())
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format') if isinstance(data, dict) else data!r}, expected {FORMAT}")
         cases = {

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from . import yamlfile
 from .atomic import sha256_of, write_text
 from .errors import ParityError
 
@@ -140,8 +141,8 @@ def read_job_config(path: Path) -> dict:
     if not path.is_file():
         raise JobImportError(f"job config not found: {path}", "ai-toolkit copies it to <training_folder>/<name>/config.yaml; or pass --config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        data = yamlfile.load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, yamlfile.YamlTooLarge) as exc:
         raise JobImportError(f"job config {path} is not valid YAML: {str(exc).splitlines()[0]}", "fix or replace the file") from None
     try:
         config = data["config"]

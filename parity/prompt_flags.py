@@ -6,6 +6,7 @@ later piece as `flag content`. Unknown flags are ignored; a bad number stops the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # flag -> (setting it overrides, converter). Names are GenerateImageConfig's.
@@ -74,7 +75,7 @@ def parse_prompt(raw: str) -> ParsedPrompt:
         if flag in FLAGS:
             setting, convert = FLAGS[flag]
             try:
-                overrides[setting] = convert(content)
+                overrides[setting] = _convert(convert, content)
             except ValueError:
                 errors.append(FlagError(flag, content, _expected(convert)))
         elif flag in INERT_FLAGS:
@@ -82,7 +83,7 @@ def parse_prompt(raw: str) -> ParsedPrompt:
             convert = INERT_FLAGS[flag]
             if convert is not str:
                 try:
-                    convert(content)
+                    _convert(convert, content)
                 except ValueError:
                     errors.append(FlagError(flag, content, _expected(convert)))
         else:
@@ -97,5 +98,14 @@ def parse_prompt(raw: str) -> ParsedPrompt:
     )
 
 
+def _convert(convert: type, content: str) -> object:
+    """The flag's value; ValueError also for `nan`/`inf`, which Python's float() accepts: the trainer would
+    sample with them, but no case can be rendered or reported with them."""
+    value = convert(content)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(content)
+    return value
+
+
 def _expected(convert: type) -> str:
-    return "a whole number" if convert is int else "a number"
+    return "a whole number" if convert is int else "a finite number"

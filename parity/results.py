@@ -118,16 +118,21 @@ def write_json(path: str | Path, run: RunInfo, results: list[CaseResult]) -> Non
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe form: enums by value, tuples as lists, infinities as the strings "inf"/"-inf"."""
+    """JSON-safe form: enums by value, tuples as lists, non-finite floats as the strings "inf"/"-inf"/"nan"
+    (strict JSON has no such numbers; every value a result can hold gets a form, so writing never fails)."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {(k if isinstance(k, str) else str(_plain(k))): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)  # anything else a record may carry: shown, never a crash of the writer
 
 
 def read_json(path: str | Path) -> tuple[RunInfo, list[CaseResult]]:
@@ -162,7 +167,7 @@ def _typed(tp: Any, value: Any) -> Any:
         hints = typing.get_type_hints(tp)
         return tp(**{f.name: _typed(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.name in value})
     if tp is float and isinstance(value, str):
-        return math.inf if value == "inf" else -math.inf
+        return float(value)  # "inf", "-inf", "nan"
     if tp is float and isinstance(value, int):
         return float(value)
     return value

@@ -16,6 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from . import yamlfile
 from .errors import CaseFileError, Problem
 from .registry import MODELS, did_you_mean
 from .thresholds import THRESHOLD_HELP
@@ -292,7 +293,11 @@ def load_suite(path: str | Path) -> LoadedSuite:
             [Problem(str(path), "(file)", str(path), f"cannot read the file: {exc}", "save it as UTF-8 text")]
         ) from None
     try:
-        node, data = _parse(text)
+        node, data = yamlfile.parse(text)
+    except yamlfile.YamlTooLarge as exc:
+        raise CaseFileError(
+            [Problem(str(path), "(yaml)", "", str(exc), "write the samples out instead of nesting aliases")]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -312,20 +317,6 @@ def load_suite(path: str | Path) -> LoadedSuite:
     if checker.problems:
         raise CaseFileError(checker.problems)
     return LoadedSuite(path=path, spec=spec, lines=lines)
-
-
-# libyaml's parser when PyYAML has it (ten times faster; the same safe constructor and the same marks)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _parse(text: str) -> tuple[yaml.Node | None, Any]:
-    """The document's node tree (for line numbers) and its data, from one parse."""
-    loader = _LOADER(text)
-    try:
-        node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
-    finally:
-        loader.dispose()
 
 
 def _line_map(node: yaml.Node, prefix: str, out: dict[str, int], depth: int = 0) -> None:
