@@ -10,9 +10,11 @@ from pathlib import Path
 from .environment import reproducible_cpu_math
 from .errors import ParityError
 from .options import add_cli_options, assign_devices, check_device
+from .outdir import OutDirError
 from .planner import parse_shard, plan, shard
 from .results import Status, counts
 from .suite import discover, load_all
+from .visible import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -158,7 +160,7 @@ def _validate(args) -> int:
         print(f"parity: no case files under {' '.join(args.paths)}", file=sys.stderr)
         return EXIT_USAGE
     bad = 0
-    for load in load_all(files):
+    for load in load_all(files, decode_images=True):  # every control image decoded, as the run will
         if load.error is not None:
             bad += 1
             print(f"INVALID {load.path}")
@@ -194,6 +196,11 @@ def _run(args) -> int:
             command="parity " + " ".join(sys.argv[1:]),
         )
     )
+    try:
+        session.claim()  # before anything renders: an unusable or busy --out costs nothing
+    except OutDirError as exc:
+        print(f"parity: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     for load in loads:
         if load.error is not None:
             print(f"parity: invalid case file {load.path}:", file=sys.stderr)
@@ -228,7 +235,7 @@ def _run(args) -> int:
 
 def _print_problem(result) -> None:
     if result.status not in (Status.PASS, Status.SKIP):  # skips share one line, printed at the end
-        print(f"{result.status.value.upper():5} {result.id}: {result.reason}", file=sys.stderr)
+        print(visible(f"{result.status.value.upper():5} {result.id}: {result.reason}"), file=sys.stderr)
 
 
 def _progress(cases):

@@ -122,6 +122,14 @@ class PytestParity:
         cases = [item for item in items if isinstance(item, CaseItem)]
         if not cases:
             return
+        if not self.config.option.collectonly:
+            from .outdir import OutDirError
+
+            try:
+                self.session.claim()  # before the first case: an unusable or busy report folder stops the run now
+            except OutDirError as exc:
+                self._session = None  # nothing ran, nothing to report: the folder stays the other run's
+                raise pytest.UsageError(f"parity: {exc}") from None
         planned = plan(cases, case_of=lambda item: item.case)
         if self.shard is not None:
             keep = set(map(id, shard(planned, *self.shard, case_of=lambda item: item.case)))

@@ -34,6 +34,7 @@ from .environment import fingerprint
 from .errors import CaseFileError, ParityError
 from .images import encode_output, open_with_notes, save_png
 from .knobs import Knob, OutputEncoding, Setting
+from .outdir import OutputLock
 from .resolve import Case
 from .results import CasePaths, CaseResult, JpegCheck, RunInfo, Status, write_json
 from .thresholds import Thresholds, ThresholdSource, layered
@@ -68,6 +69,13 @@ class ParitySession:
     _engine: object = None
     _run_class: EnvClass | None = None
     _calibrations: dict = field(default_factory=dict)
+    _lock: OutputLock | None = None
+
+    def claim(self) -> None:
+        """Check the report folder and hold it for this run (OutDirError: unusable, or another run holds it).
+        Done before the first case renders; released when the report is written."""
+        if self._lock is None:
+            self._lock = OutputLock.acquire(self.options.out_dir, self.options.command)
 
     @property
     def engine(self):
@@ -79,6 +87,7 @@ class ParitySession:
 
     def run_case(self, case: Case) -> CaseResult:
         """Render, settle the baseline, compare; any failure becomes this case's error row."""
+        self.claim()
         start = time.perf_counter()
         try:
             result = self._run(case)
@@ -104,6 +113,7 @@ class ParitySession:
         """Run cases in order; Ctrl-C stops between cases. The report is written either way (marked incomplete
         when interrupted). Returns (complete, report paths)."""
         complete = False
+        self.claim()
         try:
             for case in progress(cases):
                 result = self.run_case(case)
@@ -132,14 +142,19 @@ class ParitySession:
         """Write results.json and index.html (also after an interruption, marked incomplete)."""
         from .report import write_report
 
-        run = self._run_info(complete)
-        out = self.options.out_dir
-        start = time.perf_counter()
-        index = write_report(out, run, self.results, self.options.self_contained)
-        self.report_seconds = time.perf_counter() - start
-        write_json(out / "results.json", replace(run, report_seconds=round(self.report_seconds, 3)), self.results)
-        if self._engine is not None:
-            self._engine.close()
+        self.claim()
+        try:
+            run = self._run_info(complete)
+            out = self.options.out_dir
+            start = time.perf_counter()
+            index = write_report(out, run, self.results, self.options.self_contained)
+            self.report_seconds = time.perf_counter() - start
+            write_json(out / "results.json", replace(run, report_seconds=round(self.report_seconds, 3)), self.results)
+            if self._engine is not None:
+                self._engine.close()
+        finally:
+            self._lock.release()
+            self._lock = None
         return ReportPaths(out / "results.json", index)
 
     def _run(self, case: Case) -> CaseResult:
