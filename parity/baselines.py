@@ -140,6 +140,8 @@ def settle(
 ) -> BaselineDecision:
     """Write the baseline if the rules say so (with the environment it was made in), and say what happened."""
     path = choice.path
+    for candidate in dict.fromkeys((path, set_path(case.baseline, choice.run_class) if case.baseline else path)):
+        _check_not_taken(candidate, case)
     if case.baseline_kind is BaselineKind.PREVIEW:
         if not os.path.isfile(path):
             raise CaseRunError(
@@ -163,6 +165,18 @@ def settle(
         return BaselineDecision(BaselineAction.COMPARED, path)
     _write(path, output, environment)
     return BaselineDecision(BaselineAction.WRITTEN, path)
+
+
+def _check_not_taken(path: str, case: Case) -> None:
+    """A baseline path (or the file recorded beside it) that exists but is not a file is never written to or
+    read: the case stops with what is there and the fix, whether or not --update was given."""
+    for taken in (path, fingerprint_path(path)):
+        if os.path.exists(taken) and not os.path.isfile(taken):
+            kind = "a folder" if os.path.isdir(taken) else "not a regular file"
+            raise CaseRunError(
+                f"the baseline path {taken} of {case.id} is {kind}",
+                "move it away, or give the sample another `baseline:`" + (f" ({case.baseline_key})" if case.baseline_key else ""),
+            )
 
 
 def _write(path: str, output: np.ndarray, environment: dict | None) -> None:

@@ -9,6 +9,7 @@ each stage and, later, swap single knobs (CFG renormalisation, scheduler) withou
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -87,10 +88,12 @@ def generate(
         neg_embeds, neg_mask = pipe.encode_prompt(
             prompt=None, prompt_embeds=uncond.embeds, prompt_embeds_mask=uncond.mask, device=device, num_images_per_prompt=1
         )
+    scale = pipe.vae_scale_factor * 2
+    shapes = [(height // scale, width // scale), *[(h // scale, w // scale) for w, h in control_sizes(images)]]
+    check_text_positions(pipe, shapes, embeds.shape[1], neg_embeds.shape[1] if do_cfg else 0)
     with timer("vae_encode"):
         vae_sizes, image_latents = control_latents(pipe, images, embeds.dtype, device, latent_cache, cache_tag)
     latents = initial_noise(pipe, width, height, embeds.dtype, device, generator)
-    scale = pipe.vae_scale_factor * 2
     img_shapes = [[(1, height // scale, width // scale), *[(1, h // scale, w // scale) for w, h in vae_sizes]]]
 
     scheduler = copy.deepcopy(scheduler if scheduler is not None else pipe.scheduler)
@@ -122,7 +125,7 @@ def generate(
         return out[:, :tokens]
 
     with timer("denoise"):
-        for t in timesteps:
+        for t in _shown_steps(timesteps):
             model_input = latents if image_latents is None else torch.cat([latents, image_latents], dim=1)
             timestep = t.expand(latents.shape[0]).to(latents.dtype)
             pending = None
@@ -150,6 +153,48 @@ def generate(
         return decode(pipe, latents, width, height)
 
 
+def _shown_steps(timesteps):
+    """The steps, with a progress bar on a terminal once a case has run for a few seconds (tqdm's `delay`): a
+    full-size case takes minutes. Off when stderr is not a terminal (captured by pytest, piped to a log)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm comes with transformers; without it, no bar
+        return timesteps
+    return tqdm(timesteps, desc="denoise", unit="step", delay=3.0, disable=None, leave=False, file=sys.stderr)
+
+
+def control_sizes(images: list[Image.Image]) -> list[tuple[int, int]]:
+    """(width, height) each control image is resized to for the VAE (~1 MP, the pipeline's own rule)."""
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import VAE_IMAGE_SIZE, calculate_dimensions
+
+    return [tuple(calculate_dimensions(VAE_IMAGE_SIZE, img.size[0] / img.size[1])[:2]) for img in images]
+
+
+def check_text_positions(pipe, shapes: list[tuple[int, int]], tokens: int, negative_tokens: int) -> None:
+    """The transformer's rotary embedding has a fixed table of positions (4096 in Qwen-Image); text tokens take
+    the positions after the largest image's half side. A longer text cannot be rendered, by parity or by the
+    reference server's pipeline (its rotary embedding fails with a tensor size mismatch); refused here, before
+    the VAE and the denoising loop, with the numbers."""
+    from .errors import CaseRunError
+
+    rope = getattr(pipe.transformer, "pos_embed", None)
+    table = getattr(rope, "pos_freqs", None)
+    if table is None:
+        return
+    halve = getattr(rope, "scale_rope", False)
+    taken = max(max(h // 2, w // 2) if halve else max(h, w) for h, w in shapes)
+    room = table.shape[0] - taken
+    for what, count in (("prompt", tokens), ("negative prompt", negative_tokens)):
+        if count > room:
+            raise CaseRunError(
+                f"the {what} is {count} tokens long (with the control images' picture tokens); the transformer has "
+                f"text positions for {room} at this size ({table.shape[0]} rotary positions, {taken} taken by the "
+                f"largest image), so the reference server's pipeline fails on it too (a tensor size mismatch in the "
+                f"rotary embedding)",
+                f"shorten the {what} by at least {count - room} tokens (about {4 * (count - room)} characters of English)",
+            )
+
+
 def control_latents(
     pipe, images: list[Image.Image], dtype: torch.dtype, device: torch.device, cache: dict | None, tag: tuple = ()
 ) -> tuple[list[tuple[int, int]], torch.Tensor | None]:
@@ -159,11 +204,8 @@ def control_latents(
     sampling, so no generator draw). `cache` maps (image content, size, dtype, device, tag) to packed latents;
     the tag names anything else that changes the encoding (VAE tiling).
     """
-    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import VAE_IMAGE_SIZE, calculate_dimensions
-
     sizes, packed = [], []
-    for img in images:
-        vae_w, vae_h = calculate_dimensions(VAE_IMAGE_SIZE, img.size[0] / img.size[1])
+    for img, (vae_w, vae_h) in zip(images, control_sizes(images)):
         sizes.append((vae_w, vae_h))
         key = (image_digest(img), vae_w, vae_h, dtype, str(device), tag)
         if cache is not None and key in cache:

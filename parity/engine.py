@@ -170,16 +170,26 @@ class Engine:
         wiring = wiring or reference_wiring(case, facts)
         loaded = self._loaded
         assert loaded is not None
+        start = time.perf_counter()
+        images = tuple(self._image(p) for p in case.effective.control_images)
+        text_images = tuple(self._image(p) for p in wiring.value(Knob.TEXT_IMAGES))
+        timings["load_inputs"] = time.perf_counter() - start
+        try:
+            return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
+        except BaseException:
+            # Whatever failed (a LoRA that would not load, out of memory, an interrupt inside a fuse) may have left
+            # the model half-changed: it is dropped, never handed on, and the next case loads it as from disk.
+            self.close(failed=True)
+            raise
+
+    def _render_loaded(self, case, wiring, facts, loaded, images, text_images, timings, fresh_caches) -> Rendered:
+        cuda = self.device.startswith("cuda")
         lora_path = case.loras[0].path if case.loras else None
         timings.update(
             loaded.lora.apply(
                 wiring.value(Knob.LORA_METHOD), lora_path, wiring.value(Knob.LORA_SCALE), case.allow_partial_lora
             )
         )
-        start = time.perf_counter()
-        images = tuple(self._image(p) for p in case.effective.control_images)
-        text_images = tuple(self._image(p) for p in wiring.value(Knob.TEXT_IMAGES))
-        timings["load_inputs"] = time.perf_counter() - start
         eff = case.effective
         width, height = wiring.value(Knob.SIZE)
         request = Request(

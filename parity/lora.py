@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -18,27 +19,47 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import lorafile
 from .errors import ModelLoadError
 from .knobs import LoraMethod
 
 ADAPTER = "lora"
-_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_down.weight", ".lora_up.weight", ".alpha")
 
 
 def lora_module_names(path: str) -> set[str]:
     """Transformer module names an ai-toolkit / diffusers LoRA file targets."""
-    from safetensors import safe_open
+    return set(lorafile.inspect(path).layers)
 
-    names = set()
-    with safe_open(path, framework="pt") as fh:
-        for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
-            for suffix in _LORA_SUFFIXES:
-                if key.endswith(suffix):
-                    name = key[: -len(suffix)]
-                    for prefix in ("diffusion_model.", "transformer."):
-                        name = name.removeprefix(prefix)
-                    names.add(name)
-    return names
+
+def check_fits(path: str, transformer: torch.nn.Module, allow_partial: bool) -> dict[str, torch.nn.Module]:
+    """The transformer's linears the LoRA targets, checked before anything is loaded into the model: every file
+    problem, unmatched names (unless allowed) and shapes that do not fit, each a ModelLoadError with its fix."""
+    info = lorafile.inspect(path)
+    modules = dict(transformer.named_modules())
+    linears = {n: m for n, m in modules.items() if isinstance(m, torch.nn.Linear)}
+    wanted = set(info.layers)
+    missing = sorted(wanted - set(linears))
+    if missing and (not allow_partial or len(missing) == len(wanted)):
+        raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
+    misfits = lorafile.shape_problems(info, {n: (m.in_features, m.out_features) for n, m in linears.items()})
+    if misfits:
+        raise ModelLoadError(
+            f"LoRA {path}: {len(misfits)} of {len(wanted)} layers do not fit the model's shapes ({_shown(misfits)})",
+            "use a LoRA trained for this base model (the rank may be anything; the layers' sizes must match)",
+        )
+    return {n: linears[n] for n in wanted if n in linears}
+
+
+def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    """A LoRA whose weights hold NaN or infinity would turn every output into NaN: refused with its cause."""
+    bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise ModelLoadError(
+            f"LoRA {path}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values ({_shown(sorted(bad))}): "
+            "the training diverged before this checkpoint was saved",
+            "use an earlier checkpoint of the run (its *_<step>.safetensors files), or train again with a lower "
+            "learning rate",
+        )
 
 
 @dataclass
@@ -81,12 +102,12 @@ class FusedLora:
         return timings
 
     def _load(self, path: str, allow_partial: bool = False) -> dict[str, torch.nn.Module]:
-        check_lora_file(path)
+        from safetensors.torch import load_file
+
+        targets = check_fits(path, self.pipe.transformer, allow_partial)
+        check_finite(path, load_file(path))
         wanted = lora_module_names(path)
-        linears = {n for n, m in self.pipe.transformer.named_modules() if isinstance(m, torch.nn.Linear)}
-        missing = sorted(wanted - linears)
-        if missing and (not allow_partial or len(missing) == len(wanted)):
-            raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
+        missing = sorted(wanted - set(targets))
         folder, name = os.path.split(path)
         try:
             # low_cpu_mem_usage: PEFT makes the adapter's layers empty instead of randomly initialising them on the
@@ -96,6 +117,7 @@ class FusedLora:
                 folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True, low_cpu_mem_usage=True
             )
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            self._unload_after_failure()
             raise ModelLoadError(
                 f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
                 "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
@@ -111,6 +133,13 @@ class FusedLora:
             self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
         self.path = path
         return wrapped
+
+    def _unload_after_failure(self) -> None:
+        """A load that failed half-way may have wrapped some layers already; take them out again (the engine also
+        drops the model after any failed case, so the next case never sees this one's leftovers)."""
+        with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
+            self.pipe.unload_lora_weights()
+        self.path, self.scale, self._pristine = None, None, None
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
@@ -163,16 +192,6 @@ def is_tuner(module: torch.nn.Module) -> bool:
     return isinstance(module, BaseTunerLayer)
 
 
-def check_lora_file(path: str) -> None:
-    if not path.endswith(".safetensors"):
-        raise ModelLoadError(
-            f"LoRA is not a .safetensors file: {path} (pickled checkpoints are never loaded)",
-            "use the .safetensors file ai-toolkit saved",
-        )
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"LoRA file not found: {path}", "check `loras[].path` (relative to the case file)")
-
-
 def _shown(names: list[str]) -> str:
     return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
@@ -220,6 +239,7 @@ def lora_pairs(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     from safetensors.torch import load_file
 
     tensors = load_file(path)
+    check_finite(path, tensors)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         for suffix, role in ((".lora_A.weight", "down"), (".lora_down.weight", "down"), (".lora_B.weight", "up"), (".lora_up.weight", "up")):
@@ -246,8 +266,7 @@ class AitkLora:
         if state == self.state:
             return
         self.clear()
-        check_lora_file(path)
-        modules = self._modules(path, allow_partial)
+        modules = check_fits(path, self.pipe.transformer, allow_partial)
         pairs = {name: pair for name, pair in lora_pairs(path).items() if name in modules}
         device = self.pipe.transformer.device
         if method is LoraMethod.AITK_MERGE:
@@ -276,14 +295,6 @@ class AitkLora:
                 modules[name].weight.data.copy_(weight)
             self._pristine.clear()
         self.state = None
-
-    def _modules(self, path: str, allow_partial: bool) -> dict[str, torch.nn.Module]:
-        modules = dict(self.pipe.transformer.named_modules())
-        wanted = lora_module_names(path)
-        missing = sorted(n for n in wanted if not isinstance(modules.get(n), torch.nn.Linear))
-        if missing and (not allow_partial or len(missing) == len(wanted)):
-            raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
-        return {n: modules[n] for n in wanted if n not in missing}
 
 
 def _branch(down: torch.Tensor, up: torch.Tensor, runtime_scale: torch.Tensor, multiplier: torch.Tensor):

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from .atomic import write_text
 from .calibration import margin_of
 from .diagnose import KnobRow, cause_text
 from .environment import env_changes
 from .results import CaseResult, RunInfo, Status, counts
+from .visible import visible
 
 SETTING_ROWS = (
     ("prompt", "prompt"),
@@ -409,7 +411,17 @@ def _setting(value: object) -> str:
     return str(value)
 
 
-_ENV = Environment(loader=PackageLoader("parity", "templates"), autoescape=select_autoescape(default=True, default_for_string=True))
+def _shown(value):
+    """Every value the template prints: strings with invisible characters escaped (parity.visible), then
+    autoescaped; markup the view-model built itself passes as it is."""
+    return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
+_ENV = Environment(
+    loader=PackageLoader("parity", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    finalize=_shown,
+)
 
 
 def render_html(view: ReportView) -> str:

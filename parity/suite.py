@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CaseFileError, Problem
+from . import lorafile
+from .errors import CaseFileError, CaseRunError, ModelLoadError, Problem
+from .images import open_with_notes
 from .resolve import Case, resolve_suite
 from .schema import LoadedSuite, load_suite
 from .thresholds import BaselineKind
@@ -38,43 +40,37 @@ class SuiteLoad:
     error: CaseFileError | None = None
 
 
-def load_cases(path: str | Path) -> list[Case]:
-    """Load, resolve and check one case file; CaseFileError with every problem otherwise."""
+def load_cases(path: str | Path, decode_images: bool = False) -> list[Case]:
+    """Load, resolve and check one case file; CaseFileError with every problem otherwise. `decode_images`
+    (`parity validate`): also decode every control image as the run will; a run leaves that to each case, so
+    that one unreadable image is one error row and the file's other cases still run."""
     loaded = load_suite(path)
     cases = resolve_suite(loaded)
-    problems = check_files(loaded, cases)
+    problems = check_files(loaded, cases, decode_images)
     if problems:
         raise CaseFileError(problems)
     return cases
 
 
-def load_all(paths: list[Path]) -> list[SuiteLoad]:
+def load_all(paths: list[Path], decode_images: bool = False) -> list[SuiteLoad]:
     """Each case file's cases; a bad file is kept as an error and never stops the others."""
     result = []
     for path in paths:
         try:
-            result.append(SuiteLoad(path, tuple(load_cases(path))))
+            result.append(SuiteLoad(path, tuple(load_cases(path, decode_images))))
         except CaseFileError as exc:
             result.append(SuiteLoad(path, (), exc))
     return result
 
 
-def check_files(loaded: LoadedSuite, cases: list[Case]) -> list[Problem]:
+def check_files(loaded: LoadedSuite, cases: list[Case], decode_images: bool = False) -> list[Problem]:
     """Problems for control images, LoRAs, preview baselines and local base models that do not exist."""
     problems: list[Problem] = []
     for i, lora in enumerate(cases[0].loras if cases else ()):
-        where = f"loras[{i}].path"
-        if not os.path.isfile(lora.path):
-            problems.append(loaded.problem(where, lora.path, "LoRA file not found", "check the path (relative to the case file)"))
-        elif not lora.path.endswith(".safetensors"):
-            problems.append(
-                loaded.problem(
-                    where,
-                    lora.path,
-                    "LoRA is not a .safetensors file (pickled checkpoints are never loaded)",
-                    "convert it to safetensors or use the .safetensors file ai-toolkit saved",
-                )
-            )
+        try:  # the loader's own first check: header, key names and shapes that fit together (no torch)
+            lorafile.inspect(lora.path)
+        except ModelLoadError as exc:
+            problems.append(loaded.problem(f"loras[{i}].path", lora.path, exc.what, exc.fix))
     seen: set[tuple[str, str]] = set()
     for case in cases:
         for path, key in zip(case.effective.control_images, case.control_keys):
@@ -85,6 +81,13 @@ def check_files(loaded: LoadedSuite, cases: list[Case]) -> list[Problem]:
                 problems.append(
                     loaded.problem(key, path, "control image not found", "check the path (relative to the case file)")
                 )
+                continue
+            if not decode_images:
+                continue
+            try:  # decoded as `run` decodes it: what run would refuse, validate refuses
+                open_with_notes(path, "control image")
+            except CaseRunError as exc:
+                problems.append(loaded.problem(key, path, exc.what, exc.fix))
         if case.baseline_kind is BaselineKind.PREVIEW and case.baseline and not os.path.isfile(case.baseline):
             problems.append(
                 loaded.problem(

@@ -7,6 +7,7 @@ import math
 
 from .report import case_anchors, worst_first
 from .results import CaseResult, RunInfo, Status, counts
+from .visible import visible
 
 MARKS = {Status.PASS: "✅ pass", Status.FAIL: "❌ fail", Status.ERROR: "⚠️ error", Status.SKIP: "⏭️ skip"}
 
@@ -65,4 +66,4 @@ def _psnr(value: float) -> str:
 
 def _cell(value: str) -> str:
     """Text safe inside a markdown table cell: no pipes, no line breaks, no HTML."""
-    return value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    return visible(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")

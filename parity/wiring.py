@@ -125,11 +125,7 @@ class Renderer:
                 uncond_replica=uncond_replica,
             )
             if not torch.isfinite(decoded).all():
-                raise CaseRunError(
-                    f"the output holds NaN or infinite values ({request.steps} step(s), {request.width}x{request.height})",
-                    "with this scheduler config (shift_terminal) a single step divides by zero: use at least 2 steps; "
-                    "otherwise check the LoRA and the base model for NaN weights",
-                )
+                raise CaseRunError(*self._nan_source(request, knobs))
             with timer("postprocess"):
                 image = to_uint8(self.pipe, decoded)
             if not image.any():
@@ -138,6 +134,29 @@ class Renderer:
                     "check the LoRA and the base model (a LoRA with huge or NaN weights, a broken VAE decode)",
                 )
         return Rendered(image=image, decoded=decoded, timings=dict(timer.seconds))
+
+    def _nan_source(self, request: Request, knobs: RenderKnobs) -> tuple[str, str]:
+        """Where a NaN output comes from, traced before it is reported: (what, fix)."""
+        what = f"the output holds NaN or infinite values ({request.steps} step(s), {request.width}x{request.height})"
+        scheduler = self._scheduler(knobs.scheduler) or self.pipe.scheduler
+        if request.steps == 1 and scheduler.config.get("shift_terminal"):
+            terminal = scheduler.config["shift_terminal"]
+            return (
+                f"{what}: with one step, this scheduler config (shift_terminal {terminal}) divides zero by zero",
+                "use at least 2 steps (`sample_steps`, or `--steps` in the prompt)",
+            )
+        for part in ("transformer", "text_encoder", "vae"):
+            module = getattr(self.pipe, part, None)
+            for name, tensor in module.named_parameters() if module is not None else ():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return (
+                        f"{what}: the model's {part} weight {name} holds NaN or infinite values (LoRA applied, if any)",
+                        "check the base model files (a damaged download or a bad conversion) and the LoRA",
+                    )
+        return (
+            f"{what}: no weight holds one, so the numbers overflowed while rendering",
+            "render in float32, or check the inputs (guidance scale, LoRA multiplier) for extreme values",
+        )
 
     def embeddings(self, request: Request, knobs: RenderKnobs) -> tuple[Embeddings, Embeddings]:
         """Prompt and negative-prompt embeddings; the negative prompt's tensors are resized again if asked."""
