@@ -479,3 +479,56 @@ def test_the_report_summary_and_terminal_show_invisible_characters_escaped(tmp_p
         assert "\x1b" not in shown and "\u202e" not in shown and "\x00" not in shown
         assert "\\x1b[2J" in shown and "\\u202e" in shown
     assert "<b>x</b>" not in html and "<b>x</b>" not in summary  # and escaped as HTML where HTML is read
+
+
+# The rest of the surface: any bytes as a LoRA or an image, any path as --out ----------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=300), st.builds(lambda n, rest: _header(n) + rest, st.integers(0, 2**64 - 1), st.binary(max_size=64))))
+def test_any_bytes_as_a_lora_are_read_or_refused_with_the_file_named(tmp_path, data):
+    from parity.lorafile import inspect
+
+    path = tmp_path / "any.safetensors"
+    path.write_bytes(data)
+    try:
+        inspect(str(path))
+    except ModelLoadError as exc:
+        assert str(path) in exc.what and exc.fix
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=400), st.builds(lambda cut: (REPO / "cases" / "inputs" / "square.png").read_bytes()[:cut], st.integers(0, 400))))
+def test_any_bytes_as_an_image_are_read_or_refused_with_the_file_named(tmp_path, data):
+    from parity.images import open_with_notes
+
+    path = tmp_path / "any.png"
+    path.write_bytes(data)
+    try:
+        open_with_notes(path, "control image")
+    except CaseRunError as exc:
+        assert str(path) in exc.what and exc.fix
+
+
+_names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"), min_size=1, max_size=30)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(_names, min_size=1, max_size=3), file_at=st.integers(-1, 2))
+def test_any_out_path_is_usable_or_refused_before_anything_runs(tmp_path, parts, file_at):
+    from parity.outdir import OutDirError, check_out_dir
+
+    base = tmp_path / str(abs(hash((tuple(parts), file_at))))
+    base.mkdir()
+    target = base.joinpath(*parts)
+    if 0 <= file_at < len(parts):  # a file where one of the folders should be
+        blocker = base.joinpath(*parts[: file_at + 1])
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        if not blocker.exists():
+            blocker.write_text("x")
+    try:
+        check_out_dir(target)
+    except OutDirError as exc:
+        assert exc.fix and str(target) in exc.what
+    else:
+        assert target.is_dir()
