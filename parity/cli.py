@@ -163,11 +163,11 @@ def _validate(args) -> int:
     for load in load_all(files, decode_images=True):  # every control image decoded, as the run will
         if load.error is not None:
             bad += 1
-            print(f"INVALID {load.path}")
+            print(visible(f"INVALID {load.path}"))
             for problem in load.error.problems:
-                print(f"  {problem}")
+                print(visible(f"  {problem}"))
         else:
-            print(f"ok      {load.path}: {len(load.cases)} case(s)")
+            print(visible(f"ok      {load.path}: {len(load.cases)} case(s)"))
     return EXIT_USAGE if bad else EXIT_OK
 
 
@@ -203,9 +203,9 @@ def _run(args) -> int:
         return EXIT_USAGE
     for load in loads:
         if load.error is not None:
-            print(f"parity: invalid case file {load.path}:", file=sys.stderr)
+            print(visible(f"parity: invalid case file {load.path}:"), file=sys.stderr)
             for problem in load.error.problems:
-                print(f"  {problem}", file=sys.stderr)
+                print(visible(f"  {problem}"), file=sys.stderr)
             session.add_invalid_file(load.path, load.error)
     cases = plan([case for load in loads for case in load.cases])
     if getattr(args, "shard", None):
@@ -270,9 +270,9 @@ def _calibrate(args) -> int:
     loads = load_all(files)
     for load in loads:
         if load.error is not None:
-            print(f"parity: invalid case file {load.path} (not calibrated):", file=sys.stderr)
+            print(visible(f"parity: invalid case file {load.path} (not calibrated):"), file=sys.stderr)
             for problem in load.error.problems:
-                print(f"  {problem}", file=sys.stderr)
+                print(visible(f"  {problem}"), file=sys.stderr)
     results = calibrate(loads, check_device(args.device), write=not args.dry_run)
     for result in results:
         print()

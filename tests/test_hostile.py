@@ -293,37 +293,44 @@ def _fail_inside(attribute: str, error: BaseException):
     return arrange
 
 
+def _fail_in_denoise(error: BaseException):
+    def arrange(monkeypatch, engine):
+        import parity.wiring
+
+        def broken(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(parity.wiring, "generate", broken)
+
+    return arrange
+
+
 FAILURES = {
-    # kind: (LoRA tensors of the failing case or None for the tiny one, multiplier, what fails, expected error)
-    "LoRA shapes do not fit": (_misfit_lora, 1.0, None, ModelLoadError),
-    "LoRA holds NaN": (_nan_lora, 1.0, None, ModelLoadError),
-    "LoRA load fails half-way": (_tiny_lora, 1.0, _fail_inside("load_lora_weights", RuntimeError("simulated")), ModelLoadError),
-    "interrupt inside a fuse": (None, 0.5, _fail_inside("fuse_lora", KeyboardInterrupt()), KeyboardInterrupt),
-    "error while denoising": (None, 0.5, "denoise", RuntimeError),
+    # kind: (LoRA tensors of the failing case or None for the tiny one, its sample's settings, what fails, error)
+    "LoRA shapes do not fit": (_misfit_lora, "", None, ModelLoadError),
+    "LoRA holds NaN": (_nan_lora, "", None, ModelLoadError),
+    "LoRA load fails half-way": (_tiny_lora, "", _fail_inside("load_lora_weights", RuntimeError("simulated")), ModelLoadError),
+    "interrupt inside a fuse": (None, ", network_multiplier: 0.5", _fail_inside("fuse_lora", KeyboardInterrupt()), KeyboardInterrupt),
+    "error while denoising": (None, ", network_multiplier: 0.5", _fail_in_denoise(RuntimeError("simulated")), RuntimeError),
+    "out of memory": (None, ", network_multiplier: 0.5", _fail_in_denoise(torch.cuda.OutOfMemoryError("simulated")), torch.cuda.OutOfMemoryError),
+    "NaN output (one step)": (None, ", network_multiplier: 0.5, sample_steps: 1", None, CaseRunError),
 }
 
 
 @pytest.mark.parametrize("kind", list(FAILURES))
 def test_a_failed_case_leaves_the_next_case_bits_as_if_run_alone(kind, write_case, workdir, monkeypatch):
-    make_lora, multiplier, arrange, error = FAILURES[kind]
+    make_lora, settings_, arrange, error = FAILURES[kind]
     good = load_cases(write_case(suite_text([GOOD]), "good.yaml"))[0]
     alone = Engine("cpu").render(good).decoded
     lora = "loras/tiny.safetensors"
     if make_lora is not None:
         save_file(make_lora(workdir), str(workdir / "cases" / "loras" / "other.safetensors"))
         lora = "loras/other.safetensors"
-    item = f"{{name: bad, prompt: a cat, ctrl_img_1: inputs/person.png, network_multiplier: {multiplier}}}"
+    item = f"{{name: bad, prompt: a cat, ctrl_img_1: inputs/person.png{settings_}}}"
     bad = load_cases(write_case(suite_text([item], lora=lora), "bad.yaml"))[0]
     engine = Engine("cpu")
     engine.render(good)  # the model is loaded, the LoRA fused: the state a failure could damage
-    if arrange == "denoise":
-        import parity.wiring
-
-        def broken(*args, **kwargs):
-            raise RuntimeError("simulated failure inside the denoising loop")
-
-        monkeypatch.setattr(parity.wiring, "generate", broken)
-    elif arrange is not None:
+    if arrange is not None:
         arrange(monkeypatch, engine)
     with pytest.raises(error):
         engine.render(bad)
@@ -532,3 +539,21 @@ def test_any_out_path_is_usable_or_refused_before_anything_runs(tmp_path, parts,
         assert exc.fix and str(target) in exc.what
     else:
         assert target.is_dir()
+
+
+def test_a_long_case_shows_its_steps_on_a_terminal(monkeypatch):
+    """The step bar appears once a case has run for tqdm's delay (3 s), on a terminal only."""
+    import io
+    import time
+
+    from parity.denoise import _shown_steps
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        for _ in _shown_steps(range(3)):
+            time.sleep(1.1)
+        assert ("denoise" in stream.getvalue() and "step" in stream.getvalue()) is shown
