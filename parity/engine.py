@@ -15,6 +15,7 @@ from PIL import Image
 
 from . import envclass
 from .environment import reproducible_cpu_math
+from .errors import LoraRefused
 from .images import encode_output, open_with_notes
 from .knobs import Knob, LoraMethod, RuntimeFacts, Wiring, preview_wiring, reference_wiring, scheduler_items
 from .loading import dtype_for, load_pipeline, locate
@@ -176,6 +177,8 @@ class Engine:
         timings["load_inputs"] = time.perf_counter() - start
         try:
             return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
+        except LoraRefused:
+            raise  # refused before any of it reached the model: the model stays loaded (a reload costs minutes)
         except BaseException:
             # Whatever failed (a LoRA that would not load, out of memory, an interrupt inside a fuse) may have left
             # the model half-changed: it is dropped, never handed on, and the next case loads it as from disk.

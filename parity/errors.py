@@ -55,3 +55,8 @@ class ModelLoadError(ParityError):
         self.what = what
         self.fix = fix
         super().__init__(f"{what}. Fix: {fix}")
+
+
+class LoraRefused(ModelLoadError):
+    """A LoRA refused by the checks that run before any of it reaches the model (file, names, shapes, values):
+    the model is as it was, less the previous LoRA, so the engine keeps it loaded for the next case."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import lorafile
-from .errors import ModelLoadError
+from .errors import LoraRefused, ModelLoadError
 from .knobs import LoraMethod
 
 ADAPTER = "lora"
@@ -34,16 +34,19 @@ def lora_module_names(path: str) -> set[str]:
 def check_fits(path: str, transformer: torch.nn.Module, allow_partial: bool) -> dict[str, torch.nn.Module]:
     """The transformer's linears the LoRA targets, checked before anything is loaded into the model: every file
     problem, unmatched names (unless allowed) and shapes that do not fit, each a ModelLoadError with its fix."""
-    info = lorafile.inspect(path)
+    try:
+        info = lorafile.inspect(path)
+    except ModelLoadError as exc:
+        raise LoraRefused(exc.what, exc.fix) from None
     modules = dict(transformer.named_modules())
     linears = {n: m for n, m in modules.items() if isinstance(m, torch.nn.Linear)}
     wanted = set(info.layers)
     missing = sorted(wanted - set(linears))
     if missing and (not allow_partial or len(missing) == len(wanted)):
-        raise ModelLoadError(*_unmatched(path, missing, wanted, allow_partial))
+        raise LoraRefused(*_unmatched(path, missing, wanted, allow_partial))
     misfits = lorafile.shape_problems(info, {n: (m.in_features, m.out_features) for n, m in linears.items()})
     if misfits:
-        raise ModelLoadError(
+        raise LoraRefused(
             f"LoRA {path}: {len(misfits)} of {len(wanted)} layers do not fit the model's shapes ({_shown(misfits)})",
             "use a LoRA trained for this base model (the rank may be anything; the layers' sizes must match)",
         )
@@ -54,7 +57,7 @@ def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
     """A LoRA whose weights hold NaN or infinity would turn every output into NaN: refused with its cause."""
     bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
-        raise ModelLoadError(
+        raise LoraRefused(
             f"LoRA {path}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values ({_shown(sorted(bad))}): "
             "the training diverged before this checkpoint was saved",
             "use an earlier checkpoint of the run (its *_<step>.safetensors files), or train again with a lower "

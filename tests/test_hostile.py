@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from parity.cli import main
 from parity.compare import Metrics
 from parity.engine import Engine
-from parity.errors import CaseFileError, CaseRunError, ModelLoadError
+from parity.errors import CaseFileError, CaseRunError, LoraRefused, ModelLoadError
 from parity.outdir import LOCK_NAME, OutputLock
 from parity.prompt_flags import FLAGS, INERT_FLAGS, parse_prompt
 from parity.results import CaseResult, RunInfo, Status, read_json, write_json
@@ -307,8 +307,8 @@ def _fail_in_denoise(error: BaseException):
 
 FAILURES = {
     # kind: (LoRA tensors of the failing case or None for the tiny one, its sample's settings, what fails, error)
-    "LoRA shapes do not fit": (_misfit_lora, "", None, ModelLoadError),
-    "LoRA holds NaN": (_nan_lora, "", None, ModelLoadError),
+    "LoRA shapes do not fit": (_misfit_lora, "", None, LoraRefused),
+    "LoRA holds NaN": (_nan_lora, "", None, LoraRefused),
     "LoRA load fails half-way": (_tiny_lora, "", _fail_inside("load_lora_weights", RuntimeError("simulated")), ModelLoadError),
     "interrupt inside a fuse": (None, ", network_multiplier: 0.5", _fail_inside("fuse_lora", KeyboardInterrupt()), KeyboardInterrupt),
     "error while denoising": (None, ", network_multiplier: 0.5", _fail_in_denoise(RuntimeError("simulated")), RuntimeError),
@@ -332,8 +332,12 @@ def test_a_failed_case_leaves_the_next_case_bits_as_if_run_alone(kind, write_cas
     engine.render(good)  # the model is loaded, the LoRA fused: the state a failure could damage
     if arrange is not None:
         arrange(monkeypatch, engine)
+    loaded = engine._loaded
     with pytest.raises(error):
         engine.render(bad)
+    # a LoRA refused before any of it reached the model keeps the model loaded (a reload costs minutes at full
+    # size); any other failure drops it and the next case loads it again
+    assert (engine._loaded is loaded) is (error is LoraRefused)
     monkeypatch.undo()
     assert torch.equal(engine.render(good).decoded, alone)
 
