@@ -39,8 +39,7 @@ from .calibration import (
 from .calibration import write as write_calibration
 from .compare import Metrics, measure
 from .errors import ParityError
-from .images import encode_output
-from .knobs import OutputEncoding
+from .images import OutputEncoding, encode_output
 from .resolve import Case
 from .suite import SuiteLoad
 from .thresholds import DEFAULTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import io
 import warnings
 from pathlib import Path
@@ -11,12 +12,20 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_open
 from .errors import CaseRunError
-from .knobs import OutputEncoding
 
 # Images are read the way both pipelines read them, `Image.open(path).convert("RGB")`, so that parity sees what
 # they saw: alpha is dropped (not composited), a palette is expanded, 16-bit values above 255 clip to white, and
 # EXIF orientation is ignored. `mode_notes` says so for each input where that changes something.
 MAX_PIXELS = 64 * 1024 * 1024  # refuse larger images: a decompression bomb, or nothing a preview is made of
+
+
+class OutputEncoding(enum.Enum):
+    """How a wiring saves its output: the reference server's JPEG q95, the trainer's preview formats, or PNG."""
+
+    PNG = "PNG (lossless)"
+    JPEG_75 = "JPEG, PIL's default quality 75"
+    JPEG_95 = "JPEG quality 95"
+    WEBP_80 = "WebP, PIL's default quality 80"
 
 
 def open_rgb(path: str | Path, role: str) -> Image.Image:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from .resolve import Case, server_condition_size, trainer_condition_size
+from .geometry import server_condition_size, trainer_condition_size
+from .images import OutputEncoding
+from .resolve import Case
 
 # ai-toolkit's hard-coded scheduler config for Qwen-Image models (extensions_built_in/.../qwen_image.py).
 AITK_SCHEDULER_CONFIG: dict[str, object] = {
@@ -113,13 +115,6 @@ class TextImageSize(enum.Enum):
 class NegativeImages(enum.Enum):
     SAME = "same"
     RESIZED_AGAIN = "resized again"
-
-
-class OutputEncoding(enum.Enum):
-    PNG = "PNG (lossless)"
-    JPEG_75 = "JPEG, PIL's default quality 75"
-    JPEG_95 = "JPEG quality 95"
-    WEBP_80 = "WebP, PIL's default quality 80"
 
 
 PREVIEW_FORMATS = {"jpg": OutputEncoding.JPEG_75, "png": OutputEncoding.PNG, "webp": OutputEncoding.WEBP_80}

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 from .report import write_report
-from .results import CasePaths, RunInfo, read_json, write_json
-from .session import ReportPaths
+from .results import CasePaths, ReportPaths, RunInfo, read_json, write_json
 
 
 def merge_results(inputs: list[Path], out: Path) -> ReportPaths:

@@ -13,7 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import CaseRunError
-from .knobs import Knob, OutputEncoding, Setting
+from .images import OutputEncoding
+from .knobs import Knob, Setting
 from .resolve import Case
 
 

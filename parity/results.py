@@ -88,6 +88,12 @@ class CaseResult:
 
 
 @dataclass(frozen=True)
+class ReportPaths:
+    results_json: Path
+    index_html: Path
+
+
+@dataclass(frozen=True)
 class RunInfo:
     started: str
     finished: str | None

@@ -32,11 +32,11 @@ from .diagnose import diagnose, wiring_rows
 from .envclass import EnvClass
 from .environment import fingerprint
 from .errors import CaseFileError, ParityError
-from .images import encode_output, open_with_notes, save_png
-from .knobs import Knob, OutputEncoding, Setting
+from .images import OutputEncoding, encode_output, open_with_notes, save_png
+from .knobs import Knob, Setting
 from .outdir import OutputLock
 from .resolve import Case
-from .results import CasePaths, CaseResult, JpegCheck, RunInfo, Status, write_json
+from .results import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status, write_json
 from .thresholds import Thresholds, ThresholdSource, layered
 
 PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
@@ -52,12 +52,6 @@ class RunOptions:
     diagnose: bool = False
     self_contained: bool = False
     command: str = ""
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    results_json: Path
-    index_html: Path
 
 
 @dataclass

@@ -26,8 +26,8 @@ from PIL import Image
 
 from .denoise import Embeddings, StageTimer, generate, image_digest, to_uint8
 from .errors import CaseRunError
+from .geometry import server_condition_size, trainer_condition_size
 from .knobs import NegativeImages, TextImageSize
-from .resolve import server_condition_size, trainer_condition_size
 
 
 @dataclass(frozen=True)

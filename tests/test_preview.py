@@ -8,8 +8,8 @@ from preview_oracle import TrainerLora, trainer_generate
 from parity.compare import measure
 from parity.diagnose import diagnose
 from parity.engine import Engine
-from parity.images import encode_output
-from parity.knobs import AITK_SCHEDULER_CONFIG, Knob, OutputEncoding, Setting, combine, differing, flip, scheduler_items
+from parity.images import OutputEncoding, encode_output
+from parity.knobs import AITK_SCHEDULER_CONFIG, Knob, Setting, combine, differing, flip, scheduler_items
 from parity.suite import load_cases
 
 MERGED = """

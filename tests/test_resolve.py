@@ -5,13 +5,10 @@ import os
 import pytest
 
 from parity.errors import CaseFileError
+from parity.geometry import server_condition_size, server_size, trainer_condition_size, trainer_size
 from parity.resolve import (
     inject_trigger,
     resolve_suite,
-    server_condition_size,
-    server_size,
-    trainer_condition_size,
-    trainer_size,
 )
 from parity.schema import load_suite
 from parity.thresholds import BaselineKind
