@@ -390,17 +390,22 @@ def _control_images(
     )
 
 
+_SAMPLE_LIMITS = {f.name: (f.metadata.get("minimum"), f.metadata.get("maximum")) for f in fields(SampleItemEntry)}
+
+
 def _check_flag_values(
     loaded: LoadedSuite, where: str, width: int, height: int, steps: int, guidance: float, seed: int, model: ModelSpec
 ) -> list[Problem]:
-    """Values set by prompt flags bypass the schema's limits; check them against the server's limits here."""
+    """Values set by prompt flags bypass the schema's checks; check them against the same limits here (the
+    schema's own metadata: one source)."""
     problems = []
-    for name, value, low, high in (
-        ("width", width, 64, 4096),
-        ("height", height, 64, 4096),
-        ("steps", steps, 1, 150),
-        ("guidance_scale", guidance, 0, 20),
+    for name, value, key in (
+        ("width", width, "width"),
+        ("height", height, "height"),
+        ("steps", steps, "sample_steps"),
+        ("guidance_scale", guidance, "guidance_scale"),
     ):
+        low, high = _SAMPLE_LIMITS[key]
         if not low <= value <= high:
             problems.append(
                 loaded.problem(
