@@ -87,21 +87,56 @@ def measure(output: np.ndarray, baseline: np.ndarray, pixel_tolerance: float) ->
     )
 
 
+# The metric table, once: (name in verdicts, label with its unit, Metrics field, Thresholds field, kind). The
+# verdict (check), the terminal and pytest text (describe) and the HTML report's table all read it.
+METRIC_TABLE = (
+    ("SSIM", "SSIM", "ssim", "ssim_min", "min"),
+    ("PSNR", "PSNR (dB)", "psnr", "psnr_min", "min"),
+    ("mean |diff|", "mean |diff| (levels)", "mean_abs_diff", "mean_abs_diff_max", "max"),
+    ("max |diff|", "max |diff| (levels)", "max_abs_diff", "max_abs_diff_max", "max"),
+    ("changed pixels", "changed pixels", "changed_pixels", "changed_pixels_max", "max"),
+)
+
+
+@dataclass(frozen=True)
+class MetricLine:
+    """One metric of a comparison against its limit (None: no limit set)."""
+
+    name: str
+    label: str
+    field: str
+    limit_field: str
+    kind: str  # "min" or "max"
+    value: float
+    limit: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.limit is None or (self.value >= self.limit if self.kind == "min" else self.value <= self.limit)
+
+
+def metric_lines(metrics: Metrics, limits: Thresholds) -> tuple[MetricLine, ...]:
+    """Every metric of the table with its value and limit; the changed-pixels label names its tolerance."""
+    lines = []
+    for name, label, metric, limit_field, kind in METRIC_TABLE:
+        if metric == "changed_pixels":
+            label = f"changed pixels (> {metrics.pixel_tolerance:g} levels)"
+        lines.append(MetricLine(name, label, metric, limit_field, kind, float(getattr(metrics, metric)), getattr(limits, limit_field)))
+    return tuple(lines)
+
+
 def check(metrics: Metrics, limits: Thresholds) -> tuple[Violation, ...]:
     """Every threshold the metrics miss."""
-    out = []
-    for metric, value, limit, kind in (
-        ("SSIM", metrics.ssim, limits.ssim_min, "min"),
-        ("PSNR", metrics.psnr, limits.psnr_min, "min"),
-        ("mean |diff|", metrics.mean_abs_diff, limits.mean_abs_diff_max, "max"),
-        ("max |diff|", float(metrics.max_abs_diff), limits.max_abs_diff_max, "max"),
-        ("changed pixels", metrics.changed_pixels, limits.changed_pixels_max, "max"),
-    ):
-        if limit is None:
-            continue
-        if (kind == "min" and value < limit) or (kind == "max" and value > limit):
-            out.append(Violation(metric, value, limit, kind))
-    return tuple(out)
+    return tuple(Violation(line.name, line.value, line.limit, line.kind) for line in metric_lines(metrics, limits) if not line.ok)
+
+
+def describe(metrics: Metrics, limits: Thresholds) -> str:
+    """The metric table on one line, each value with its limit (terminal and pytest failure text)."""
+    parts = []
+    for line in metric_lines(metrics, limits):
+        bound = "" if line.limit is None else f" ({'≥' if line.kind == 'min' else '≤'} {_fmt(line.limit)})"
+        parts.append(f"{line.label} {_fmt(line.value)}{bound}")
+    return ", ".join(parts)
 
 
 def compare(output: np.ndarray, baseline: np.ndarray, limits: Thresholds) -> Comparison:

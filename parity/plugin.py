@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from .compare import describe
 from .diagnose import cause_text
 from .environment import env_changes, reproducible_cpu_math
 from .errors import CaseFileError
@@ -223,12 +224,7 @@ def describe_failure(result: CaseResult, out_dir: Path, run_env: dict | None = N
     """The failure text: verdict, every metric against its threshold, every image path."""
     lines = [f"{result.status.value.upper()}: {result.id}: {result.reason}"]
     if result.metrics is not None and result.thresholds is not None:
-        m, t = result.metrics, result.thresholds
-        lines.append(
-            f"  SSIM {m.ssim:.4f} (min {t.ssim_min}), PSNR {m.psnr:.2f} dB (min {t.psnr_min}), "
-            f"mean |diff| {m.mean_abs_diff:.3f}, max |diff| {m.max_abs_diff}, "
-            f"changed pixels {m.changed_pixels:.4f} (> {m.pixel_tolerance:g} levels)"
-        )
+        lines.append("  " + describe(result.metrics, result.thresholds))
     if result.baseline_choice:
         lines.append(f"  compared with {result.baseline_choice}")
     changes = env_changes(result.baseline_environment, run_env or {})

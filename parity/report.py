@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from .atomic import write_text
 from .calibration import margin_of
+from .compare import metric_lines
 from .diagnose import KnobRow, cause_text
 from .environment import env_changes
 from .results import CaseResult, RunInfo, Status, counts
@@ -37,14 +38,6 @@ SETTING_ROWS = (
 )
 # What decides pixels when it changes between the run that made a baseline and this one.
 STATUS_ORDER = {Status.ERROR: 0, Status.FAIL: 1, Status.SKIP: 2, Status.PASS: 3}
-# (label, Metrics field, Thresholds field, kind) of the metric table; margins use the calibration's terms
-METRIC_ROWS = (
-    ("SSIM", "ssim", "ssim_min", "min"),
-    ("PSNR (dB)", "psnr", "psnr_min", "min"),
-    ("mean |diff| (levels)", "mean_abs_diff", "mean_abs_diff_max", "max"),
-    ("max |diff| (levels)", "max_abs_diff", "max_abs_diff_max", "max"),
-    ("changed pixels", "changed_pixels", "changed_pixels_max", "max"),
-)
 
 
 @dataclass(frozen=True)
@@ -257,22 +250,19 @@ def _case_view(anchor: str, r: CaseResult, run_env: dict, picture) -> CaseView:
     metric_rows: list[MetricRow] = []
     if m is not None and t is not None:
         floor = r.noise_floor
-        for label, metric, limit_name, kind in METRIC_ROWS:
-            value, limit = float(getattr(m, metric)), getattr(t, limit_name)
-            if metric == "changed_pixels":
-                label = f"changed pixels (> {m.pixel_tolerance:g} levels)"
-            ok = limit is None or (value >= limit if kind == "min" else value <= limit)
-            shown_limit = "—" if limit is None else (f"≥ {_num(limit)}" if kind == "min" else f"≤ {_num(limit)}")
-            floor_value = float(getattr(floor, metric)) if floor is not None else None
+        for line in metric_lines(m, t):  # the one metric table (compare.METRIC_TABLE); margins in calibration's terms
+            limit = line.limit
+            shown_limit = "—" if limit is None else (f"≥ {_num(limit)}" if line.kind == "min" else f"≤ {_num(limit)}")
+            floor_value = float(getattr(floor, line.field)) if floor is not None else None
             metric_rows.append(
                 MetricRow(
-                    label,
-                    _num(value),
+                    line.label,
+                    _num(line.value),
                     shown_limit,
-                    ok,
-                    r.threshold_sources.get(limit_name, "") if limit is not None else "",
+                    line.ok,
+                    r.threshold_sources.get(line.limit_field, "") if limit is not None else "",
                     _num(floor_value) if floor_value is not None else "—",
-                    margin_of(limit, floor_value, metric) if floor_value is not None and limit is not None else "—",
+                    margin_of(limit, floor_value, line.field) if floor_value is not None and limit is not None else "—",
                 )
             )
     settings: list[SettingRow] = []

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from parity.compare import compare, heatmap, measure
+from parity.compare import METRIC_TABLE, Metrics, compare, describe, heatmap, measure, metric_lines
 from parity.thresholds import Thresholds
 
 LIMITS = Thresholds(ssim_min=0.99, psnr_min=40.0, pixel_tolerance=4.0)
@@ -55,3 +55,17 @@ def test_heatmap_is_black_where_equal_and_bright_where_different():
     heat = heatmap(b, a, scale=200)
     assert heat.shape == (4, 4, 3) and heat.dtype == np.uint8
     assert heat[1, 1].tolist() == [0, 0, 0] and heat[0, 0].tolist() == [255, 255, 255]
+
+
+def test_one_metric_table_serves_the_verdict_and_the_text():
+    """compare.METRIC_TABLE is the only list of metrics: check (verdicts), describe (terminal, pytest) and the
+    report's table (metric_lines) all come from it, in its order."""
+    metrics = Metrics(ssim=0.5, psnr=math.inf, max_abs_diff=70, mean_abs_diff=10.78, changed_pixels=0.25, pixel_tolerance=1.0)
+    limits = Thresholds(ssim_min=0.9995, psnr_min=None, mean_abs_diff_max=0.05, max_abs_diff_max=255, changed_pixels_max=0.5)
+    lines = metric_lines(metrics, limits)
+    assert [line.field for line in lines] == [row[2] for row in METRIC_TABLE]
+    assert [line.ok for line in lines] == [False, True, False, True, True]
+    assert describe(metrics, limits) == (
+        "SSIM 0.5 (≥ 0.9995), PSNR (dB) inf, mean |diff| (levels) 10.78 (≤ 0.05), max |diff| (levels) 70 (≤ 255), "
+        "changed pixels (> 1 levels) 0.25 (≤ 0.5)"
+    )
