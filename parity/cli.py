@@ -11,7 +11,7 @@ from .environment import reproducible_cpu_math
 from .errors import ParityError
 from .options import add_cli_options, assign_devices, check_device
 from .outdir import OutDirError
-from .planner import parse_shard, plan, shard
+from .planner import parse_shard, schedule
 from .results import Status, counts
 from .suite import discover, load_all
 from .visible import visible
@@ -207,13 +207,12 @@ def _run(args) -> int:
             for problem in load.error.problems:
                 print(visible(f"  {problem}"), file=sys.stderr)
             session.add_invalid_file(load.path, load.error)
-    cases = plan([case for load in loads for case in load.cases])
-    if getattr(args, "shard", None):
-        try:
-            cases = shard(cases, *parse_shard(args.shard))
-        except ValueError as exc:
-            print(f"parity: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        this_shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
+    except ValueError as exc:
+        print(f"parity: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    cases, _ = schedule([case for load in loads for case in load.cases], this_shard)
     start = time.perf_counter()
     complete, paths = session.run_all(cases, progress=_progress, on_result=_print_problem)
     if not complete:

@@ -26,6 +26,18 @@ def plan(items: Sequence[T], case_of: Callable[[T], Case] = lambda c: c) -> list
     return sorted(items, key=lambda item: first[group_key(case_of(item))])
 
 
+def schedule(
+    items: Sequence[T], this_shard: tuple[int, int] | None = None, case_of: Callable[[T], Case] = lambda c: c
+) -> tuple[list[T], list[T]]:
+    """What a run renders and in which order: the items planned (each model, LoRA and scale contiguous), then cut
+    to `this_shard` (i, n) when given. Returns (kept, dropped); the CLI and the pytest plugin both call this."""
+    planned = plan(items, case_of)
+    if this_shard is None:
+        return planned, []
+    keep = set(map(id, shard(planned, *this_shard, case_of=case_of)))
+    return [item for item in planned if id(item) in keep], [item for item in planned if id(item) not in keep]
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' (1-based) -> (i, n); ValueError with the accepted form otherwise."""
     try:

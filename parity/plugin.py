@@ -17,7 +17,7 @@ from .diagnose import cause_text
 from .environment import env_changes, reproducible_cpu_math
 from .errors import CaseFileError
 from .options import add_pytest_options, assign_devices, option_value
-from .planner import parse_shard, plan, shard
+from .planner import parse_shard, schedule
 from .resolve import Case
 from .results import CaseResult, Status
 from .suite import CASE_SUFFIXES, load_cases
@@ -131,13 +131,9 @@ class PytestParity:
             except OutDirError as exc:
                 self._session = None  # nothing ran, nothing to report: the folder stays the other run's
                 raise pytest.UsageError(f"parity: {exc}") from None
-        planned = plan(cases, case_of=lambda item: item.case)
-        if self.shard is not None:
-            keep = set(map(id, shard(planned, *self.shard, case_of=lambda item: item.case)))
-            dropped = [item for item in planned if id(item) not in keep]
-            planned = [item for item in planned if id(item) in keep]
-            if dropped:
-                self.config.hook.pytest_deselected(items=dropped)
+        planned, dropped = schedule(cases, self.shard, case_of=lambda item: item.case)
+        if dropped:
+            self.config.hook.pytest_deselected(items=dropped)
         slots = iter(planned)
         reordered = []
         for item in items:

@@ -144,3 +144,14 @@ def test_shards_partition_the_suite_and_stay_near_the_ideal_split(steps, count):
     costs = [estimated_cost(c) for c in cases]
     loads = [sum(estimated_cost(c) for c in part) for part in parts]
     assert max(loads) <= sum(costs) / count + 1.5 * max(costs)
+
+
+def test_schedule_plans_then_cuts_to_the_shard_and_says_what_it_dropped(write_case):
+    """The one schedule both doors use: planned order, then the shard; kept + dropped is the whole plan."""
+    from parity.planner import schedule
+
+    cases = load_cases(write_case(SUITE))
+    assert schedule(cases) == (plan(cases), [])
+    kept, dropped = schedule(cases, (1, 2))
+    assert kept == shard(plan(cases), 1, 2) and sorted(c.name for c in kept + dropped) == sorted(c.name for c in cases)
+    assert [c for c in plan(cases) if c in kept] == kept  # the planned order survives the cut
