@@ -38,6 +38,7 @@ from .outdir import OutputLock
 from .resolve import Case
 from .results import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status, write_json
 from .thresholds import Thresholds, ThresholdSource, layered
+from .verdict import case_status
 
 PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
 
@@ -181,23 +182,7 @@ class ParitySession:
         timings["compare"] = time.perf_counter() - start
         reference, preview = self.engine.wirings(case)
 
-        written_to = f"{decision.path} (set {choice.run_class.key})"
-        if decision.action is BaselineAction.WRITTEN:
-            status, reason = Status.FAIL, f"baseline was missing: written to {written_to}; review it and commit it"
-        elif decision.action is BaselineAction.REWRITTEN:
-            status, reason = Status.FAIL, f"baseline rewritten on request (update): {written_to}; review it and commit it"
-        elif comparison.passed:
-            status, reason = Status.PASS, comparison.summary()
-        elif jpeg is not None and jpeg.passed:
-            status = Status.PASS
-            reason = (
-                f"passes once encoded as the trainer saves JPEG (quality 75): SSIM {jpeg.metrics.ssim:.4f}; the raw gap "
-                f"({comparison.summary()}) is JPEG compression (noise floor: mean |diff| {jpeg.noise_floor.mean_abs_diff:.2f})"
-            )
-        else:
-            status, reason = Status.FAIL, comparison.summary()
-            if choice.fallback:
-                reason += f" — compared with {choice.describe()}"
+        status, reason = case_status(decision, choice, comparison, jpeg)
 
         diagnosis = None
         if status is Status.FAIL and self.options.diagnose and comparison.metrics is not None:
