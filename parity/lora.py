@@ -31,9 +31,12 @@ def lora_module_names(path: str) -> set[str]:
     return set(lorafile.inspect(path).layers)
 
 
-def check_fits(path: str, transformer: torch.nn.Module, allow_partial: bool) -> dict[str, torch.nn.Module]:
-    """The transformer's linears the LoRA targets, checked before anything is loaded into the model: every file
-    problem, unmatched names (unless allowed) and shapes that do not fit, each a ModelLoadError with its fix."""
+def check_fits(
+    path: str, transformer: torch.nn.Module, allow_partial: bool
+) -> tuple[dict[str, torch.nn.Module], set[str]]:
+    """The transformer's linears the LoRA targets, and every module name it targets; checked before anything is
+    loaded into the model: every file problem, unmatched names (unless allowed) and shapes that do not fit, each a
+    LoraRefused with its fix."""
     try:
         info = lorafile.inspect(path)
     except ModelLoadError as exc:
@@ -50,7 +53,7 @@ def check_fits(path: str, transformer: torch.nn.Module, allow_partial: bool) -> 
             f"LoRA {path}: {len(misfits)} of {len(wanted)} layers do not fit the model's shapes ({_shown(misfits)})",
             "use a LoRA trained for this base model (the rank may be anything; the layers' sizes must match)",
         )
-    return {n: linears[n] for n in wanted if n in linears}
+    return {n: linears[n] for n in wanted if n in linears}, wanted
 
 
 def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -107,9 +110,8 @@ class FusedLora:
     def _load(self, path: str, allow_partial: bool = False) -> dict[str, torch.nn.Module]:
         from safetensors.torch import load_file
 
-        targets = check_fits(path, self.pipe.transformer, allow_partial)
+        targets, wanted = check_fits(path, self.pipe.transformer, allow_partial)
         check_finite(path, load_file(path))
-        wanted = lora_module_names(path)
         missing = sorted(wanted - set(targets))
         folder, name = os.path.split(path)
         try:
@@ -238,20 +240,18 @@ def _sync(pipe) -> None:
 
 
 def lora_pairs(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(down, up) weight pairs of a LoRA file by transformer module name, as float32 like ai-toolkit's network."""
+    """(down, up) weight pairs of a LoRA file by transformer module name, as float32 like ai-toolkit's network.
+    Read after check_fits, whose lorafile.inspect has already refused files with an incomplete pair."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
     check_finite(path, tensors)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        for suffix, role in ((".lora_A.weight", "down"), (".lora_down.weight", "down"), (".lora_B.weight", "up"), (".lora_up.weight", "up")):
-            if key.endswith(suffix):
-                name = key[: -len(suffix)].removeprefix("diffusion_model.").removeprefix("transformer.")
-                pairs.setdefault(name, {})[role] = value.float()
-    incomplete = sorted(n for n, p in pairs.items() if set(p) != {"down", "up"})
-    if incomplete:
-        raise ModelLoadError(f"LoRA {path}: modules without both down and up weights: {', '.join(incomplete[:5])}", "re-save the LoRA")
+        for role, suffixes in (("down", lorafile.DOWN_SUFFIXES), ("up", lorafile.UP_SUFFIXES)):
+            for suffix in suffixes:
+                if key.endswith(suffix):
+                    pairs.setdefault(lorafile.module_name(key, suffix), {})[role] = value.float()
     return {name: (p["down"], p["up"]) for name, p in pairs.items()}
 
 
@@ -269,7 +269,7 @@ class AitkLora:
         if state == self.state:
             return
         self.clear()
-        modules = check_fits(path, self.pipe.transformer, allow_partial)
+        modules, _ = check_fits(path, self.pipe.transformer, allow_partial)
         pairs = {name: pair for name, pair in lora_pairs(path).items() if name in modules}
         device = self.pipe.transformer.device
         if method is LoraMethod.AITK_MERGE:

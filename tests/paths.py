@@ -17,3 +17,22 @@ def case_folder(root: Path) -> Path:
     (root / "loras").mkdir(parents=True)
     shutil.copy(TINY_LORA, root / "loras" / "tiny.safetensors")
     return root
+
+
+_SMALL_SUITE = """
+baseline_kind: {kind}
+loras: [{{path: {lora}}}]
+sample:
+  width: 64
+  height: 64
+  sample_steps: 2
+  guidance_scale: 1  # one transformer pass per step: the tests that use this are about inputs and faults, not CFG
+  neg: ""
+  samples:
+"""
+
+
+def small_suite(items: list[str], lora: str = "loras/tiny.safetensors", kind: str = "pinned", extra: str = "") -> str:
+    """A case file's text: 64x64, 2 steps, no CFG, the tiny LoRA (or `lora`), one sample per YAML flow mapping in
+    `items`; `extra` goes before it (top-level keys)."""
+    return extra + _SMALL_SUITE.format(kind=kind, lora=lora) + "".join(f"    - {i}\n" for i in items)

@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from paths import small_suite
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -17,21 +18,9 @@ from parity.results import Status
 from parity.session import ParitySession, RunOptions
 from parity.suite import load_cases
 
-HEAD = """
-baseline_kind: {kind}
-loras: [{{path: {lora}}}]
-sample:
-  width: 64
-  height: 64
-  sample_steps: 2
-  guidance_scale: 1  # one transformer pass per step: these tests are about faults, not CFG
-  neg: ""
-  samples:
-"""
-
 
 def suite(write_case, items, kind="pinned", lora="loras/tiny.safetensors", extra=""):
-    return load_cases(write_case(extra + HEAD.format(kind=kind, lora=lora) + "".join(f"    - {i}\n" for i in items)))
+    return load_cases(write_case(small_suite(items, lora, kind, extra)))
 
 
 def run(cases, out):
@@ -183,8 +172,7 @@ def test_ctrl_c_keeps_the_finished_cases_and_marks_the_report_incomplete(write_c
         return real(self, case, wiring)
 
     monkeypatch.setattr(Engine, "render", interrupted)
-    path = write_case(HEAD.format(kind="pinned", lora="loras/tiny.safetensors") + "".join(
-        f"    - {{name: n{i}, prompt: a, ctrl_img_1: inputs/square.png}}\n" for i in range(3)))
+    path = write_case(small_suite([f"{{name: n{i}, prompt: a, ctrl_img_1: inputs/square.png}}" for i in range(3)]))
     out = workdir / "out"
     assert main(["run", str(path), "--out", str(out)]) == 130
     data = json.loads((out / "results.json").read_text())

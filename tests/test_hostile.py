@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paths import REPO
+from paths import REPO, small_suite
 from safetensors.torch import load_file, save_file
 
 from parity.cli import main
@@ -30,22 +30,6 @@ from parity.prompt_flags import FLAGS, INERT_FLAGS, parse_prompt
 from parity.results import CaseResult, RunInfo, Status, read_json, write_json
 from parity.schema import load_suite
 from parity.suite import load_cases
-
-HEAD = """
-loras: [{{path: {lora}}}]
-sample:
-  width: 64
-  height: 64
-  sample_steps: 2
-  guidance_scale: 1  # one transformer pass per step: these tests are about inputs, not CFG
-  neg: ""
-  samples:
-"""
-
-
-def suite_text(items: list[str], lora: str = "loras/tiny.safetensors", extra: str = "") -> str:
-    return extra + HEAD.format(lora=lora) + "".join(f"    - {i}\n" for i in items)
-
 
 GOOD = "{name: good, prompt: a hat, ctrl_img_1: inputs/square.png}"
 
@@ -71,8 +55,8 @@ def _strict_json(text: str):
 
 def test_a_nan_prompt_flag_is_refused_by_validate_and_the_run_reports_every_file(write_case, workdir, capsys):
     """The reported hole: `--m nan` passed validate and then killed `parity run` in the JSON writer."""
-    bad = write_case(suite_text(["{name: red, prompt: make it red --m nan, ctrl_img_1: inputs/square.png}"]), "bad.yaml")
-    good = write_case(suite_text([GOOD]), "good.yaml")
+    bad = write_case(small_suite(["{name: red, prompt: make it red --m nan, ctrl_img_1: inputs/square.png}"]), "bad.yaml")
+    good = write_case(small_suite([GOOD]), "good.yaml")
     with pytest.raises(CaseFileError, match=r"--m.*a finite number"):
         load_cases(bad)
     assert main(["validate", str(bad)]) == 2
@@ -183,12 +167,12 @@ def no_render(monkeypatch):
 def test_out_naming_a_file_is_refused_before_anything_renders(write_case, workdir, capsys, no_render):
     target = workdir / "report.txt"
     target.write_text("keep me")
-    assert main(["run", str(write_case(suite_text([GOOD]))), "--out", str(target)]) == 2
+    assert main(["run", str(write_case(small_suite([GOOD]))), "--out", str(target)]) == 2
     err = capsys.readouterr().err
     assert f"the report folder {target} is a file, not a folder" in err and "Fix: name a folder with --out" in err
     assert target.read_text() == "keep me"
     inside = target / "sub"
-    assert main(["run", str(write_case(suite_text([GOOD]))), "--out", str(inside)]) == 2
+    assert main(["run", str(write_case(small_suite([GOOD]))), "--out", str(inside)]) == 2
     assert "part of its path is a file" in capsys.readouterr().err
 
 
@@ -196,7 +180,7 @@ def test_a_second_run_into_a_held_folder_is_refused_with_its_holder(write_case, 
     out = workdir / "out"
     held = OutputLock.acquire(out, "parity run first.yaml")
     try:
-        assert main(["run", str(write_case(suite_text([GOOD]))), "--out", str(out)]) == 2
+        assert main(["run", str(write_case(small_suite([GOOD]))), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert f"another parity run is writing its report to {out}" in err and "parity run first.yaml" in err
         assert "give this run its own --out" in err
@@ -244,7 +228,7 @@ def test_a_busy_report_folder_is_a_pytest_usage_error(pytester):
     from paths import case_folder
 
     case_folder(pytester.path / "cases")
-    (pytester.path / "cases" / "suite.yaml").write_text(suite_text([GOOD]))
+    (pytester.path / "cases" / "suite.yaml").write_text(small_suite([GOOD]))
     pytester.makeini("[pytest]\nparity_cases = cases\nparity_out = out\n")
     held = OutputLock.acquire(pytester.path / "out", "parity run elsewhere")
     try:
@@ -320,14 +304,14 @@ FAILURES = {
 @pytest.mark.parametrize("kind", list(FAILURES))
 def test_a_failed_case_leaves_the_next_case_bits_as_if_run_alone(kind, write_case, workdir, monkeypatch):
     make_lora, settings_, arrange, error = FAILURES[kind]
-    good = load_cases(write_case(suite_text([GOOD]), "good.yaml"))[0]
+    good = load_cases(write_case(small_suite([GOOD]), "good.yaml"))[0]
     alone = Engine("cpu").render(good).decoded
     lora = "loras/tiny.safetensors"
     if make_lora is not None:
         save_file(make_lora(workdir), str(workdir / "cases" / "loras" / "other.safetensors"))
         lora = "loras/other.safetensors"
     item = f"{{name: bad, prompt: a cat, ctrl_img_1: inputs/person.png{settings_}}}"
-    bad = load_cases(write_case(suite_text([item], lora=lora), "bad.yaml"))[0]
+    bad = load_cases(write_case(small_suite([item], lora=lora), "bad.yaml"))[0]
     engine = Engine("cpu")
     engine.render(good)  # the model is loaded, the LoRA fused: the state a failure could damage
     if arrange is not None:
@@ -345,8 +329,8 @@ def test_a_failed_case_leaves_the_next_case_bits_as_if_run_alone(kind, write_cas
 def test_a_run_with_an_unloadable_lora_first_renders_the_next_file_as_alone(write_case, workdir):
     """The reported hole end to end: a suite whose LoRA does not fit, then a suite that passes alone."""
     save_file(_misfit_lora(workdir), str(workdir / "cases" / "loras" / "misfit.safetensors"))
-    bad = write_case(suite_text(["{name: bad, prompt: a, ctrl_img_1: inputs/square.png}"], lora="loras/misfit.safetensors"), "a.yaml")
-    good = write_case(suite_text([GOOD]), "b.yaml")
+    bad = write_case(small_suite(["{name: bad, prompt: a, ctrl_img_1: inputs/square.png}"], lora="loras/misfit.safetensors"), "a.yaml")
+    good = write_case(small_suite([GOOD]), "b.yaml")
     assert main(["run", str(good), "--out", str(workdir / "alone")]) == 1  # writes the baseline
     assert main(["run", str(bad), str(good), "--out", str(workdir / "both")]) == 1
     cases = {c["name"]: c for c in json.loads((workdir / "both" / "results.json").read_text())["cases"]}
@@ -392,7 +376,7 @@ def test_a_damaged_lora_is_refused_by_validate_and_run_with_file_value_and_fix(k
     make, says = LORA_FILES[kind]
     path = workdir / "cases" / "loras" / "bad.safetensors"
     path.write_bytes(make(workdir))
-    case_file = write_case(suite_text([GOOD], lora="loras/bad.safetensors"))
+    case_file = write_case(small_suite([GOOD], lora="loras/bad.safetensors"))
     with pytest.raises(CaseFileError) as caught:
         load_cases(case_file)
     text = str(caught.value)
@@ -402,7 +386,7 @@ def test_a_damaged_lora_is_refused_by_validate_and_run_with_file_value_and_fix(k
 
 def test_a_prompt_longer_than_the_text_positions_is_refused_with_the_numbers(write_case, workdir):
     item = "{name: long, prompt: '" + "a " * 5000 + "', ctrl_img_1: inputs/square.png}"
-    case = load_cases(write_case(suite_text([item])))[0]
+    case = load_cases(write_case(small_suite([item])))[0]
     with pytest.raises(CaseRunError) as caught:
         Engine("cpu").render(case)
     text = str(caught.value)
@@ -416,7 +400,7 @@ def test_a_baseline_path_that_is_a_folder_is_an_error_row_and_nothing_is_written
 
     folder = workdir / "cases" / cpu_set / "taken.png"  # where this environment's baseline of the case is written
     folder.mkdir(parents=True)
-    (case,) = load_cases(write_case(suite_text(["{name: c, prompt: a, ctrl_img_1: inputs/square.png, baseline: taken.png}"])))
+    (case,) = load_cases(write_case(small_suite(["{name: c, prompt: a, ctrl_img_1: inputs/square.png, baseline: taken.png}"])))
     session = ParitySession(RunOptions(out_dir=workdir / "out", update=update))
     result = session.run_case(case)
     session.finish()
@@ -444,7 +428,7 @@ def test_a_nan_output_is_traced_to_the_weight_that_holds_it(tiny_latents):
 
 def test_an_undecodable_control_image_is_refused_by_validate_and_is_one_error_row_in_a_run(write_case, workdir, capsys):
     (workdir / "cases" / "inputs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
-    path = write_case(suite_text([GOOD, "{name: broken, prompt: a, ctrl_img_1: inputs/broken.png}"]))
+    path = write_case(small_suite([GOOD, "{name: broken, prompt: a, ctrl_img_1: inputs/broken.png}"]))
     with pytest.raises(CaseFileError, match=r"ctrl_img_1: control image cannot be read"):
         load_cases(path, decode_images=True)
     assert main(["validate", str(path)]) == 2
