@@ -106,7 +106,8 @@ def trainer_generate(pipe, prompt, negative, vae_images, text_images, width, hei
             sizes = [calculate_dimensions(VAE_IMAGE_SIZE, img.size[0] / img.size[1]) for img in vae_images]
             pixels = [pipe.image_processor.preprocess(img, h, w).unsqueeze(2) for img, (w, h) in zip(vae_images, sizes)]
             latents, image_latents = pipe.prepare_latents(pixels, 1, pipe.transformer.config.in_channels // 4, height, width, pe.dtype, device, generator, None)
-            img_shapes = [[(1, height // 16, width // 16), *[(1, h // 16, w // 16) for w, h in sizes]]]
+            cell = pipe.vae_scale_factor * 2
+            img_shapes = [[(1, height // cell, width // cell), *[(1, h // cell, w // cell) for w, h in sizes]]]
             scheduler = FlowMatchEulerDiscreteScheduler(**AITK_SCHEDULER)
             mu = calculate_shift(latents.shape[1], 256, 8192, 0.5, 0.9)
             timesteps, _ = retrieve_timesteps(scheduler, steps, device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)

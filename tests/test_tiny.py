@@ -11,15 +11,19 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from paths import INPUTS, TINY_LORA
+from PIL import Image
 from safetensors.torch import load_file
 
-from parity.denoise import StageTimer, generate, to_uint8
+from parity.denoise import StageTimer, control_sizes, generate, to_uint8
 from parity.images import open_rgb
 from parity.knobs import TextImageSize
 from parity.loading import load_pipeline
 from parity.lora import FusedLora
+from parity.registry import QWEN_IMAGE_EDIT_PLUS_2511
 from parity.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
 from parity.wiring import condition_tensor, encode, resize_for_text
+
+ODD_SHAPES = ((48, 64), (64, 48), (200, 150), (1000, 37), (7, 3000), (1, 1))
 
 
 def digests(folder):
@@ -47,7 +51,12 @@ def test_cached_model_has_the_real_classes_and_2511_layout(tiny_pipe):
     assert index["text_encoder"] == ["transformers", "Qwen2_5_VLForConditionalGeneration"]
     assert index["processor"][1] == "Qwen2VLProcessor"
     assert tiny_pipe.transformer.config.zero_cond_t is True
-    assert tiny_pipe.vae.config.z_dim == 16 and tiny_pipe.vae_scale_factor == 8
+    # The real latent channels; 16x spatial compression where the real VAE has 8x (fewer tokens per ~1 MP control
+    # picture, see tiny.build_vae). That changes no size: both sides floor sizes to a multiple of 32 before the
+    # pipeline floors them to 2 * vae_scale_factor, and the ~1 MP control sizes are multiples of 32 too.
+    assert tiny_pipe.vae.config.z_dim == 16 and tiny_pipe.vae_scale_factor == 16
+    assert QWEN_IMAGE_EDIT_PLUS_2511.size_divisor % (2 * tiny_pipe.vae_scale_factor) == 0
+    assert all(w % 32 == 0 and h % 32 == 0 for w, h in control_sizes([Image.new("RGB", (w, h)) for w, h in ODD_SHAPES]))
     assert tiny_pipe.scheduler.config.max_shift == 0.9 and tiny_pipe.scheduler.config.shift_terminal == 0.02
 
 
