@@ -34,7 +34,7 @@ def worker(index: int, device: str, argv: list[str], tasks, events) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import full_size
 
-    from parity.engine import Engine
+    from parity.render.engine import Engine
 
     try:
         args = full_size.parse_args([*argv, "--device", device])

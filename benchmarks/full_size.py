@@ -38,11 +38,16 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from parity.engine import Engine
-from parity.knobs import LoraMethod, TextImageSize
-from parity.suite import load_cases
-from parity.tiny import LORA_TARGETS, SCHEDULER_CONFIG, build_processor, build_tokenizer
-from parity.wiring import condition_tensor, encode, resize_for_text
+from parity.cases.suite import load_cases
+from parity.models.qwen_image_edit_plus_2511.knobs import LoraMethod, TextImageSize
+from parity.models.qwen_image_edit_plus_2511.tiny import (
+    LORA_TARGETS,
+    SCHEDULER_CONFIG,
+    build_processor,
+    build_tokenizer,
+)
+from parity.models.qwen_image_edit_plus_2511.wiring import condition_tensor, encode, resize_for_text
+from parity.render.engine import Engine
 
 INNER = 24 * 128  # transformer width
 LAYERS = 60
@@ -219,7 +224,7 @@ def warm_up(engine: Engine, case, tiny: bool = False) -> float:
     """One short render without the LoRA, so that first-call kernel set-up is not charged to a driver. Its caches
     are emptied again, so the first case pays its own encodings; with --tiny (which measures nothing) the render is
     at the case's size and the caches are kept."""
-    from parity.wiring import Request
+    from parity.models.qwen_image_edit_plus_2511.wiring import Request
 
     start = time.perf_counter()
     images = tuple(Image.open(p).convert("RGB") for p in case.effective.control_images)
@@ -401,8 +406,8 @@ def set_up(args):
     work = Path(tempfile.mkdtemp(prefix="parity-bench-"))
     lora = work / "lora.safetensors"
     if args.tiny:
-        from parity.loading import load_pipeline
-        from parity.tiny import write_tiny_lora
+        from parity.models.qwen_image_edit_plus_2511.tiny import write_tiny_lora
+        from parity.render.loading import load_pipeline
 
         pipe = load_pipeline("tiny", ".", "cpu")
         write_tiny_lora(lora)

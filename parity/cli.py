@@ -7,14 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-from .environment import reproducible_cpu_math
-from .errors import ParityError
+from parity.cases.suite import discover, load_all
+from parity.core.environment import reproducible_cpu_math
+from parity.core.errors import ParityError
+from parity.core.visible import visible
+from parity.results.record import Status, counts
+from parity.run.outdir import OutDirError
+from parity.run.planner import parse_shard, schedule
+
 from .options import add_cli_options, assign_devices, check_device
-from .outdir import OutDirError
-from .planner import parse_shard, schedule
-from .results import Status, counts
-from .suite import discover, load_all
-from .visible import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _import(args) -> int:
-    from .importer import import_job
+    from parity.cases.importer import import_job
 
     step = args.step if args.step == "latest" else _int_or_usage(args.step)
     if step is None:
@@ -123,8 +124,8 @@ def _report(args) -> int:
 
 
 def _summary(args) -> int:
-    from . import summary
-    from .results import read_json
+    from parity.report.html import summary
+    from parity.results.record import read_json
 
     path = Path(args.results)
     if path.is_dir():
@@ -140,7 +141,7 @@ def _summary(args) -> int:
 
 
 def _merge(args) -> int:
-    from .merge import merge_results
+    from parity.report.merge import merge_results
 
     paths = merge_results([Path(p) for p in args.inputs], Path(args.out))
     print(f"parity: merged {len(args.inputs)} result folder(s) — report: {paths.index_html}")
@@ -172,7 +173,7 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
-    from .session import ParitySession, RunOptions
+    from parity.run.session import ParitySession, RunOptions
 
     try:
         device, cfg_device = assign_devices(args.device, args.cfg_device)
@@ -246,10 +247,10 @@ def _progress(cases):
 
 
 def _draw(args) -> int:
-    from .engine import Engine
-    from .previews import draw_previews
-    from .resolve import resolve_suite
-    from .schema import load_suite
+    from parity.cases.resolve import resolve_suite
+    from parity.cases.schema import load_suite
+    from parity.render.engine import Engine
+    from parity.render.previews import draw_previews
 
     engine = Engine(check_device(args.device))
     for path in discover(args.paths):
@@ -260,7 +261,7 @@ def _draw(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from .calibrate import calibrate, table
+    from parity.run.calibrate import calibrate, table
 
     files = discover(args.paths)
     if not files:
@@ -290,7 +291,7 @@ def _fields(args) -> int:
 
 
 def _tiny(args) -> int:
-    from .tiny import ensure_tiny, write_tiny_lora
+    from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny, write_tiny_lora
 
     print(ensure_tiny())
     if args.lora:

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from .compare import describe
-from .diagnose import cause_text
-from .environment import env_changes, reproducible_cpu_math
-from .errors import CaseFileError
+from parity.cases.resolve import Case
+from parity.cases.suite import CASE_SUFFIXES, load_cases
+from parity.core.environment import env_changes, reproducible_cpu_math
+from parity.core.errors import CaseFileError
+from parity.judge.compare import describe
+from parity.judge.diagnose import cause_text
+from parity.results.record import CaseResult, Status
+from parity.run.planner import parse_shard, schedule
+
 from .options import add_pytest_options, assign_devices, option_value
-from .planner import parse_shard, schedule
-from .resolve import Case
-from .results import CaseResult, Status
-from .suite import CASE_SUFFIXES, load_cases
 
 PARITY_KEY = pytest.StashKey["PytestParity"]()
 
@@ -96,7 +97,7 @@ class PytestParity:
     @property
     def session(self):
         if self._session is None:
-            from .session import ParitySession, RunOptions
+            from parity.run.session import ParitySession, RunOptions
 
             out = Path(str(option_value(self.config, "out")))
             worker = getattr(self.config, "workerinput", {}).get("workerid")
@@ -124,7 +125,7 @@ class PytestParity:
         if not cases:
             return
         if not self.config.option.collectonly:
-            from .outdir import OutDirError
+            from parity.run.outdir import OutDirError
 
             try:
                 self.session.claim()  # before the first case: an unusable or busy report folder stops the run now

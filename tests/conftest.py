@@ -35,7 +35,7 @@ def _split_the_cores(config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         if getattr(config.option, "numprocesses", None):
-            from parity.tiny import ensure_tiny
+            from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny
 
             ensure_tiny()
         return
@@ -68,10 +68,10 @@ def write_case(workdir: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_models():
-    """Every engine of the test session borrows the tiny model from one pool (parity.engine.share_models): it is
+    """Every engine of the test session borrows the tiny model from one pool (parity.render.engine.share_models): it is
     loaded once, and its exact caches (text embeddings, control-image latents) serve every later session. Each
     engine still gets it with no LoRA applied, as from disk; tests that need a fresh load call load_pipeline."""
-    from parity.engine import share_models
+    from parity.render.engine import share_models
 
     share_models(True)
     yield
@@ -83,7 +83,7 @@ def cpu_set() -> str:
     """The key of this machine's CPU environment class: pinned baselines written here go to <folder>/<key>/."""
     import torch
 
-    from parity.envclass import from_device_info
+    from parity.core.envclass import from_device_info
 
     info = {"device": "cpu", "dtype": "float32", "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     return from_device_info(info).key
@@ -94,13 +94,13 @@ def tiny_latents(shared_models) -> dict:
     """The control-image latents of the session's shared tiny model, for the tests that drive a tiny pipeline
     directly (`latent_cache=`): every load of the tiny model has the same VAE, and the cache is exact
     (tests/test_wiring.py checks it against a fresh encode), so each picture is encoded at ~1 MP once per session."""
-    from parity.engine import Engine
+    from parity.render.engine import Engine
 
     return Engine("cpu").model().renderer.latent_cache
 
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    from parity.loading import load_pipeline
+    from parity.render.loading import load_pipeline
 
     return load_pipeline("tiny", ".", "cpu")

@@ -4,10 +4,10 @@ unless the rules say so."""
 import numpy as np
 import pytest
 
-from parity.baselines import BaselineAction, choose, missing_set_message, set_path, settle
-from parity.envclass import parse
-from parity.errors import CaseRunError
-from parity.thresholds import BaselineKind
+from parity.core.envclass import parse
+from parity.core.errors import CaseRunError
+from parity.core.thresholds import BaselineKind
+from parity.judge.baselines import BaselineAction, choose, missing_set_message, set_path, settle
 
 AVX2, AVX512, DEFAULT = parse("cpu-float32-avx2"), parse("cpu-float32-avx512"), parse("cpu-float32-default")
 H200, L40S = parse("cuda-bfloat16-sm90"), parse("cuda-bfloat16-sm89")
@@ -15,7 +15,7 @@ OUT = np.zeros((8, 8, 3), dtype=np.uint8)
 
 
 def case_with(tmp_path, kind=BaselineKind.PINNED, name="b.png"):
-    from parity.resolve import Case, Settings
+    from parity.cases.resolve import Case, Settings
 
     settings = Settings("p", "", 64, 64, 1, 2, 4.0, None, ())
     return Case(

@@ -7,11 +7,11 @@ import math
 import pytest
 import yaml
 
-from parity import calibration
-from parity.calibration import MARGIN, Calibration, CaseCalibration, Measurement, propose, worst
 from parity.cli import main
-from parity.compare import Metrics
-from parity.errors import CaseRunError
+from parity.core.errors import CaseRunError
+from parity.judge import calibration
+from parity.judge.calibration import MARGIN, Calibration, CaseCalibration, Measurement, propose, worst
+from parity.judge.compare import Metrics
 
 
 def metrics(ssim=1.0, psnr=math.inf, max_abs=0, mean=0.0):
@@ -89,10 +89,10 @@ def test_calibrate_writes_next_to_the_set_and_the_next_run_judges_by_it(write_ca
     assert measured["encoding"]["ssim"] < 1 and not preview_data["measurements"]["encoding"]["feeds_thresholds"]
     assert preview_data["cases"]["a"]["floor"]["ssim"] > measured["encoding"]["ssim"]
 
-    import parity.calibrate
+    import parity.run.calibrate
 
     before = written.read_bytes()
-    monkeypatch.setattr(parity.calibrate, "_other_kernels", lambda *args: ({}, None))  # no second process this time
+    monkeypatch.setattr(parity.run.calibrate, "_other_kernels", lambda *args: ({}, None))  # no second process this time
     assert main(["calibrate", str(path), "--dry-run"]) == 0
     assert "parity: would write" in capsys.readouterr().out and written.read_bytes() == before
 

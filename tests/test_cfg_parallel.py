@@ -13,9 +13,9 @@ import pytest
 import torch
 from paths import case_folder
 
-from parity.engine import Engine
-from parity.knobs import Knob, LoraMethod, Setting
-from parity.suite import load_cases
+from parity.cases.suite import load_cases
+from parity.models.qwen_image_edit_plus_2511.knobs import Knob, LoraMethod, Setting
+from parity.render.engine import Engine
 
 SUITE = """
 trigger_word: sks
@@ -146,7 +146,7 @@ def test_unmerged_branch_renders_on_one_device_with_a_note(cases, engines):
 
 
 def test_same_gpu_twice_is_refused():
-    from parity.errors import ModelLoadError
+    from parity.core.errors import ModelLoadError
 
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="no CUDA device"):

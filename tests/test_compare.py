@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 
-from parity.compare import METRIC_TABLE, Metrics, compare, describe, heatmap, measure, metric_lines
-from parity.thresholds import Thresholds
+from parity.core.thresholds import Thresholds
+from parity.judge.compare import METRIC_TABLE, Metrics, compare, describe, heatmap, measure, metric_lines
 
 LIMITS = Thresholds(ssim_min=0.99, psnr_min=40.0, pixel_tolerance=4.0)
 

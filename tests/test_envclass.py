@@ -2,7 +2,7 @@
 
 import pytest
 
-from parity.envclass import EnvClass, distance, from_device_info, nearest, parse
+from parity.core.envclass import EnvClass, distance, from_device_info, nearest, parse
 
 
 def test_keys_round_trip_and_anything_else_is_not_a_class():

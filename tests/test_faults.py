@@ -11,12 +11,12 @@ from paths import small_suite
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from parity.cases.suite import load_cases
 from parity.cli import main
-from parity.errors import CaseFileError
-from parity.images import open_with_notes
-from parity.results import Status
-from parity.session import ParitySession, RunOptions
-from parity.suite import load_cases
+from parity.core.errors import CaseFileError
+from parity.core.images import open_with_notes
+from parity.results.record import Status
+from parity.run.session import ParitySession, RunOptions
 
 
 def suite(write_case, items, kind="pinned", lora="loras/tiny.safetensors", extra=""):
@@ -129,15 +129,15 @@ def test_loras_that_are_missing_pickled_or_unmatched(write_case, workdir):
 
 
 def test_all_black_output_is_an_error(write_case, workdir, monkeypatch):
-    import parity.wiring
+    import parity.models.qwen_image_edit_plus_2511.wiring
 
-    monkeypatch.setattr(parity.wiring, "to_uint8", lambda pipe, decoded: np.zeros((64, 64, 3), dtype=np.uint8))
+    monkeypatch.setattr(parity.models.qwen_image_edit_plus_2511.wiring, "to_uint8", lambda pipe, decoded: np.zeros((64, 64, 3), dtype=np.uint8))
     (result,), _ = run(suite(write_case, ["{prompt: a, ctrl_img_1: inputs/square.png}"]), workdir / "out")
     assert result.status is Status.ERROR and result.reason.startswith("the output is all black. Fix:")
 
 
 def test_out_of_memory_in_one_case_is_freed_and_the_next_case_runs(write_case, workdir, monkeypatch):
-    from parity.wiring import Renderer
+    from parity.models.qwen_image_edit_plus_2511.wiring import Renderer
 
     real = Renderer.render
     calls = {"n": 0}
@@ -160,7 +160,7 @@ def test_out_of_memory_in_one_case_is_freed_and_the_next_case_runs(write_case, w
 
 
 def test_ctrl_c_keeps_the_finished_cases_and_marks_the_report_incomplete(write_case, workdir, monkeypatch):
-    from parity.engine import Engine
+    from parity.render.engine import Engine
 
     real = Engine.render
     calls = {"n": 0}
@@ -183,7 +183,7 @@ def test_ctrl_c_keeps_the_finished_cases_and_marks_the_report_incomplete(write_c
 def test_a_case_gives_the_same_bits_whatever_ran_before_it(write_case):
     """Two LoRA scales, one and two control images, and the trainer's wiring (ai-toolkit's merge and unmerged
     branch) in between: every case renders to the same bits in any order, on one engine."""
-    from parity.engine import Engine
+    from parity.render.engine import Engine
 
     cases = suite(write_case, [
         "{name: full, prompt: a hat, ctrl_img_1: inputs/square.png}",

@@ -7,9 +7,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parity.errors import CaseFileError
-from parity.schema import SCHEMA_TABLES
-from parity.suite import load_cases
+from parity.cases.schema import SCHEMA_TABLES
+from parity.cases.suite import load_cases
+from parity.core.errors import CaseFileError
 
 KNOWN_KEYS = sorted({f for _, cls in SCHEMA_TABLES for f in cls.__dataclass_fields__})
 ODD_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)

@@ -8,10 +8,10 @@ import torch
 from oracle import server_generate
 from paths import INPUTS, TINY_LORA, case_folder
 
-from parity.images import open_rgb
-from parity.loading import load_pipeline
-from parity.lora import FusedLora
-from parity.wiring import Renderer, Request
+from parity.core.images import open_rgb
+from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+from parity.render.loading import load_pipeline
+from parity.render.lora import FusedLora
 
 pytestmark = [
     pytest.mark.gpu,
@@ -56,9 +56,9 @@ def test_cuda_output_does_not_depend_on_the_scales_fused_before(cuda_pipe):
 
 
 def test_a_real_cuda_out_of_memory_is_one_error_row_and_the_next_case_runs(write_case, workdir):
-    from parity.results import Status
-    from parity.session import ParitySession, RunOptions
-    from parity.suite import load_cases
+    from parity.cases.suite import load_cases
+    from parity.results.record import Status
+    from parity.run.session import ParitySession, RunOptions
 
     cases = load_cases(write_case(
         "loras: [{path: loras/tiny.safetensors}]\nsample:\n  width: 64\n  height: 64\n  sample_steps: 2\n  neg: ''\n"
@@ -84,8 +84,8 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two C
 def test_cfg_parallel_on_two_gpus_equals_one_gpu():
     """Each unconditional pass on cuda:1 while the conditional one runs on cuda:0: the same bits as cuda:0 alone,
     across scale switches (the copy follows every re-fuse) and 1 to 3 control images."""
-    from parity.engine import Engine
-    from parity.suite import load_cases
+    from parity.cases.suite import load_cases
+    from parity.render.engine import Engine
 
     cases = load_cases(INPUTS.parent / "example.yaml")
     one, two = Engine("cuda:0"), Engine("cuda:0", cfg_device="cuda:1")

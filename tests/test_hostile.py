@@ -21,15 +21,15 @@ from hypothesis import strategies as st
 from paths import REPO, small_suite
 from safetensors.torch import load_file, save_file
 
+from parity.cases.prompt_flags import FLAGS, INERT_FLAGS, parse_prompt
+from parity.cases.schema import load_suite
+from parity.cases.suite import load_cases
 from parity.cli import main
-from parity.compare import Metrics
-from parity.engine import Engine
-from parity.errors import CaseFileError, CaseRunError, LoraRefused, ModelLoadError
-from parity.outdir import LOCK_NAME, OutputLock
-from parity.prompt_flags import FLAGS, INERT_FLAGS, parse_prompt
-from parity.results import CaseResult, RunInfo, Status, read_json, write_json
-from parity.schema import load_suite
-from parity.suite import load_cases
+from parity.core.errors import CaseFileError, CaseRunError, LoraRefused, ModelLoadError
+from parity.judge.compare import Metrics
+from parity.render.engine import Engine
+from parity.results.record import CaseResult, RunInfo, Status, read_json, write_json
+from parity.run.outdir import LOCK_NAME, OutputLock
 
 GOOD = "{name: good, prompt: a hat, ctrl_img_1: inputs/square.png}"
 
@@ -145,7 +145,7 @@ def test_no_alias_structure_makes_loading_big_or_slow(tmp_path, depth, fanout, w
 
 
 def test_job_configs_are_read_with_the_same_bound(tmp_path):
-    from parity.importer import JobImportError, read_job_config
+    from parity.cases.importer import JobImportError, read_job_config
 
     config = tmp_path / "config.yaml"
     config.write_text(billion_laughs())
@@ -198,7 +198,7 @@ def test_a_crashed_run_never_leaves_the_folder_locked(tmp_path):
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from parity.outdir import OutputLock
+        from parity.run.outdir import OutputLock
         OutputLock.acquire(Path({str(out)!r}), "crashing run")
         print("held", flush=True)
         os.kill(os.getpid(), 9)
@@ -211,8 +211,8 @@ def test_a_crashed_run_never_leaves_the_folder_locked(tmp_path):
 
 
 def test_two_sessions_into_one_folder_in_one_process_are_refused(tmp_path):
-    from parity.outdir import OutDirError
-    from parity.session import ParitySession, RunOptions
+    from parity.run.outdir import OutDirError
+    from parity.run.session import ParitySession, RunOptions
 
     first, second = ParitySession(RunOptions(out_dir=tmp_path)), ParitySession(RunOptions(out_dir=tmp_path))
     first.claim()
@@ -279,12 +279,12 @@ def _fail_inside(attribute: str, error: BaseException):
 
 def _fail_in_denoise(error: BaseException):
     def arrange(monkeypatch, engine):
-        import parity.wiring
+        import parity.models.qwen_image_edit_plus_2511.wiring
 
         def broken(*args, **kwargs):
             raise error
 
-        monkeypatch.setattr(parity.wiring, "generate", broken)
+        monkeypatch.setattr(parity.models.qwen_image_edit_plus_2511.wiring, "generate", broken)
 
     return arrange
 
@@ -396,7 +396,7 @@ def test_a_prompt_longer_than_the_text_positions_is_refused_with_the_numbers(wri
 
 @pytest.mark.parametrize("update", [False, True])
 def test_a_baseline_path_that_is_a_folder_is_an_error_row_and_nothing_is_written(write_case, workdir, update, cpu_set):
-    from parity.session import ParitySession, RunOptions
+    from parity.run.session import ParitySession, RunOptions
 
     folder = workdir / "cases" / cpu_set / "taken.png"  # where this environment's baseline of the case is written
     folder.mkdir(parents=True)
@@ -410,8 +410,8 @@ def test_a_baseline_path_that_is_a_folder_is_an_error_row_and_nothing_is_written
 
 
 def test_a_nan_output_is_traced_to_the_weight_that_holds_it(tiny_latents):
-    from parity.loading import load_pipeline
-    from parity.wiring import Renderer, Request
+    from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+    from parity.render.loading import load_pipeline
 
     pipe = load_pipeline("tiny", ".", "cpu")  # a private copy: its weights are damaged below
     pipe.transformer.transformer_blocks[1].attn.to_v.weight.data[0, 0] = float("nan")
@@ -419,7 +419,7 @@ def test_a_nan_output_is_traced_to_the_weight_that_holds_it(tiny_latents):
     renderer.latent_cache = tiny_latents
     from paths import INPUTS
 
-    from parity.images import open_rgb
+    from parity.core.images import open_rgb
 
     request = Request("a hat", "", 64, 64, 2, 1.0, 3, (open_rgb(INPUTS / "square.png", "square"),))
     with pytest.raises(CaseRunError, match=r"transformer weight transformer_blocks\.1\.attn\.to_v\.weight holds NaN"):
@@ -449,7 +449,7 @@ _HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 def test_visible_text_holds_no_invisible_character(text):
     import unicodedata
 
-    from parity.visible import visible
+    from parity.core.visible import visible
 
     shown = visible(text)
     assert all(ch in "\n\t" or unicodedata.category(ch) not in _HIDDEN for ch in shown)
@@ -459,8 +459,8 @@ def test_visible_text_holds_no_invisible_character(text):
 
 def test_the_report_summary_and_terminal_show_invisible_characters_escaped(tmp_path, capsys):
     from parity.cli import _print_problem
-    from parity.report import write_report
-    from parity.summary import markdown
+    from parity.report.html import write_report
+    from parity.report.summary import markdown
 
     hostile = "red\x1b[2J\u202eevil\x00 <b>x</b>"
     result = CaseResult(id=f"s::{hostile}", suite="s", suite_file="s.yaml", name=hostile, status=Status.ERROR,
@@ -482,7 +482,7 @@ def test_the_report_summary_and_terminal_show_invisible_characters_escaped(tmp_p
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(max_size=300), st.builds(lambda n, rest: _header(n) + rest, st.integers(0, 2**64 - 1), st.binary(max_size=64))))
 def test_any_bytes_as_a_lora_are_read_or_refused_with_the_file_named(tmp_path, data):
-    from parity.lorafile import inspect
+    from parity.cases.lorafile import inspect
 
     path = tmp_path / "any.safetensors"
     path.write_bytes(data)
@@ -495,7 +495,7 @@ def test_any_bytes_as_a_lora_are_read_or_refused_with_the_file_named(tmp_path, d
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(max_size=400), st.builds(lambda cut: (REPO / "cases" / "inputs" / "square.png").read_bytes()[:cut], st.integers(0, 400))))
 def test_any_bytes_as_an_image_are_read_or_refused_with_the_file_named(tmp_path, data):
-    from parity.images import open_with_notes
+    from parity.core.images import open_with_notes
 
     path = tmp_path / "any.png"
     path.write_bytes(data)
@@ -511,7 +511,7 @@ _names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_character
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(_names, min_size=1, max_size=3), file_at=st.integers(-1, 2))
 def test_any_out_path_is_usable_or_refused_before_anything_runs(tmp_path, parts, file_at):
-    from parity.outdir import OutDirError, check_out_dir
+    from parity.run.outdir import OutDirError, check_out_dir
 
     base = tmp_path / str(abs(hash((tuple(parts), file_at))))
     base.mkdir()
@@ -534,7 +534,7 @@ def test_a_long_case_shows_its_steps_on_a_terminal(monkeypatch):
     import io
     import time
 
-    from parity.denoise import _shown_steps
+    from parity.models.qwen_image_edit_plus_2511.denoise import _shown_steps
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -9,9 +9,9 @@ import yaml
 from paths import INPUTS, TINY_LORA
 from PIL import Image
 
+from parity.cases.importer import JobImportError, import_job
+from parity.cases.suite import load_cases
 from parity.cli import main
-from parity.importer import JobImportError, import_job
-from parity.suite import load_cases
 
 NAME = "myjob"
 

@@ -1,6 +1,8 @@
 """Wiring as data: the reference and preview values of every knob, and which ones differ for a case."""
 
-from parity.knobs import (
+from parity.cases.resolve import resolve_suite
+from parity.cases.schema import load_suite
+from parity.models.qwen_image_edit_plus_2511.knobs import (
     AITK_SCHEDULER_CONFIG,
     Knob,
     LoraMethod,
@@ -15,8 +17,6 @@ from parity.knobs import (
     reference_wiring,
     scheduler_items,
 )
-from parity.resolve import resolve_suite
-from parity.schema import load_suite
 
 
 def facts_for(case, scheduler=None, zero_cond_t=True):

@@ -5,9 +5,9 @@ import torch
 from paths import TINY_LORA
 from safetensors.torch import save_file
 
-from parity.errors import ModelLoadError
-from parity.loading import load_pipeline
-from parity.lora import FusedLora, lora_module_names
+from parity.core.errors import ModelLoadError
+from parity.render.loading import load_pipeline
+from parity.render.lora import FusedLora, lora_module_names
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paths import REPO
 
+from parity.cases.suite import load_cases
 from parity.cli import main
-from parity.planner import estimated_cost, group_key, parse_shard, plan, shard
-from parity.suite import load_cases
+from parity.run.planner import estimated_cost, group_key, parse_shard, plan, shard
 
 SUITE = """
 loras: [{path: loras/tiny.safetensors}]
@@ -112,8 +112,8 @@ def test_text_embeddings_are_cached_exactly(tiny_pipe, tiny_latents, monkeypatch
     import torch
     from paths import INPUTS
 
-    from parity.images import open_rgb
-    from parity.wiring import Renderer, Request
+    from parity.core.images import open_rgb
+    from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
 
     calls = []
     real = tiny_pipe.encode_prompt
@@ -148,7 +148,7 @@ def test_shards_partition_the_suite_and_stay_near_the_ideal_split(steps, count):
 
 def test_schedule_plans_then_cuts_to_the_shard_and_says_what_it_dropped(write_case):
     """The one schedule both doors use: planned order, then the shard; kept + dropped is the whole plan."""
-    from parity.planner import schedule
+    from parity.run.planner import schedule
 
     cases = load_cases(write_case(SUITE))
     assert schedule(cases) == (plan(cases), [])

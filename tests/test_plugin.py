@@ -32,8 +32,8 @@ def warm(tmp_path_factory):
     import hypothesis  # noqa: F401
 
     from parity import plugin  # noqa: F401
-    from parity.session import ParitySession, RunOptions
-    from parity.suite import load_cases
+    from parity.cases.suite import load_cases
+    from parity.run.session import ParitySession, RunOptions
 
     root = tmp_path_factory.mktemp("warm")
     case_folder(root)

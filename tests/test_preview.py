@@ -5,12 +5,20 @@ import torch
 from paths import TINY_LORA, case_folder
 from preview_oracle import TrainerLora, trainer_generate
 
-from parity.compare import measure
-from parity.diagnose import diagnose
-from parity.engine import Engine
-from parity.images import OutputEncoding, encode_output
-from parity.knobs import AITK_SCHEDULER_CONFIG, Knob, Setting, combine, differing, flip, scheduler_items
-from parity.suite import load_cases
+from parity.cases.suite import load_cases
+from parity.core.images import OutputEncoding, encode_output
+from parity.judge.compare import measure
+from parity.judge.diagnose import diagnose
+from parity.models.qwen_image_edit_plus_2511.knobs import (
+    AITK_SCHEDULER_CONFIG,
+    Knob,
+    Setting,
+    combine,
+    differing,
+    flip,
+    scheduler_items,
+)
+from parity.render.engine import Engine
 
 MERGED = """
 loras: [{path: loras/tiny.safetensors}]

@@ -1,4 +1,4 @@
-from parity.prompt_flags import parse_prompt
+from parity.cases.prompt_flags import parse_prompt
 
 
 def test_plain_prompt_is_stripped():

@@ -12,8 +12,8 @@ import pytest
 from paths import REPO
 from PIL import Image
 
-from parity.session import ParitySession, RunOptions
-from parity.suite import load_cases
+from parity.cases.suite import load_cases
+from parity.run.session import ParitySession, RunOptions
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HAVE_BROWSER = os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)

@@ -4,14 +4,19 @@ import os
 
 import pytest
 
-from parity.errors import CaseFileError
-from parity.geometry import server_condition_size, server_size, trainer_condition_size, trainer_size
-from parity.resolve import (
+from parity.cases.resolve import (
     inject_trigger,
     resolve_suite,
 )
-from parity.schema import load_suite
-from parity.thresholds import BaselineKind
+from parity.cases.schema import load_suite
+from parity.core.errors import CaseFileError
+from parity.core.thresholds import BaselineKind
+from parity.models.qwen_image_edit_plus_2511.geometry import (
+    server_condition_size,
+    server_size,
+    trainer_condition_size,
+    trainer_size,
+)
 
 
 def resolve(write_case, text):

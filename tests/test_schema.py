@@ -2,8 +2,8 @@
 
 import pytest
 
-from parity.errors import CaseFileError
-from parity.schema import SampleBlock, SuiteFile, load_suite
+from parity.cases.schema import SampleBlock, SuiteFile, load_suite
+from parity.core.errors import CaseFileError
 
 
 def problems_of(write_case, text):

@@ -5,9 +5,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from parity.results import Status
-from parity.session import ParitySession, RunOptions, safe_name
-from parity.suite import load_cases
+from parity.cases.suite import load_cases
+from parity.results.record import Status
+from parity.run.session import ParitySession, RunOptions, safe_name
 
 SUITE = """
 base_model: tiny

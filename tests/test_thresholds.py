@@ -1,4 +1,4 @@
-from parity.thresholds import DEFAULTS, BaselineKind, Thresholds, combine
+from parity.core.thresholds import DEFAULTS, BaselineKind, Thresholds, combine
 
 
 def test_defaults_by_kind():

@@ -14,14 +14,14 @@ from paths import INPUTS, TINY_LORA
 from PIL import Image
 from safetensors.torch import load_file
 
-from parity.denoise import StageTimer, control_sizes, generate, to_uint8
-from parity.images import open_rgb
-from parity.knobs import TextImageSize
-from parity.loading import load_pipeline
-from parity.lora import FusedLora
-from parity.registry import QWEN_IMAGE_EDIT_PLUS_2511
-from parity.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
-from parity.wiring import condition_tensor, encode, resize_for_text
+from parity.core.images import open_rgb
+from parity.models import QWEN_IMAGE_EDIT_PLUS_2511
+from parity.models.qwen_image_edit_plus_2511.denoise import StageTimer, control_sizes, generate, to_uint8
+from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
+from parity.models.qwen_image_edit_plus_2511.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
+from parity.models.qwen_image_edit_plus_2511.wiring import condition_tensor, encode, resize_for_text
+from parity.render.loading import load_pipeline
+from parity.render.lora import FusedLora
 
 ODD_SHAPES = ((48, 64), (64, 48), (200, 150), (1000, 37), (7, 3000), (1, 1))
 
@@ -34,7 +34,7 @@ def test_build_is_byte_for_byte_reproducible_under_another_cpu_kernel_set(tmp_pa
     """A fresh build, in a process that computes with another ATen kernel set, equals the cached one (built by the same
     library versions): the model, and so every baseline made on it, is the same on any CPU."""
     current = torch.backends.cpu.get_cpu_capability().lower()
-    code = "import sys; from pathlib import Path; from parity.tiny import build_tiny; build_tiny(Path(sys.argv[1]))"
+    code = "import sys; from pathlib import Path; from parity.models.qwen_image_edit_plus_2511.tiny import build_tiny; build_tiny(Path(sys.argv[1]))"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default" if current != "default" else "avx2"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], env=env, check=True, capture_output=True)
     fresh, cached = digests(tmp_path / "fresh"), digests(ensure_tiny())

@@ -2,11 +2,11 @@
 
 import pytest
 
-from parity.baselines import BaselineAction, BaselineChoice, BaselineDecision
-from parity.compare import Comparison, Metrics, Violation
-from parity.envclass import parse
-from parity.results import JpegCheck, Status
-from parity.verdict import case_status
+from parity.core.envclass import parse
+from parity.judge.baselines import BaselineAction, BaselineChoice, BaselineDecision
+from parity.judge.compare import Comparison, Metrics, Violation
+from parity.judge.verdict import case_status
+from parity.results.record import JpegCheck, Status
 
 AVX2, AVX512 = parse("cpu-float32-avx2"), parse("cpu-float32-avx512")
 OWN = BaselineChoice("b/cpu-float32-avx2/c.png", AVX2, AVX2, exact=True)

@@ -6,8 +6,8 @@ import torch
 from oracle import server_generate
 from paths import INPUTS
 
-from parity.images import open_rgb
-from parity.wiring import Renderer, Request
+from parity.core.images import open_rgb
+from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
 
 
 def images(*names):

@@ -1,0 +1,347 @@
+"""Wiring as data: every knob that decides the pixels, as the reference server and as the trainer set it.
+
+Two named wirings per case: `reference` (ai-toolkit-inference, what `parity run` renders) and `preview`
+(ai-toolkit's trainer sampler, ../REFERENCE second table). A knob's `value` is what the renderer uses; its
+`key` is what decides whether two wirings differ *for this case* (e.g. the text-encoder resize rules differ,
+but for square control images they give the same size). Knobs the harness cannot replay (a quantized training
+model, the float32 training LoRA weights) are carried with replayable=False and shown, never dropped.
+Pure: the runtime facts only the loaded model knows arrive as `RuntimeFacts`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from parity.cases.resolve import Case
+from parity.core.images import OutputEncoding
+from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
+
+# ai-toolkit's hard-coded scheduler config for Qwen-Image models (extensions_built_in/.../qwen_image.py).
+AITK_SCHEDULER_CONFIG: dict[str, object] = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+SCHEDULER_KEYS = tuple(AITK_SCHEDULER_CONFIG)
+
+
+class Knob(enum.Enum):
+    SIZE = "size snapping"
+    SCHEDULER = "scheduler"
+    LORA_SCALE = "LoRA scale"
+    LORA_METHOD = "LoRA application"
+    CFG_RENORM = "CFG renormalisation"
+    TEXT_IMAGES = "text encoder: which control images"
+    TEXT_IMAGE_SIZE = "text encoder: control image size"
+    NEGATIVE_IMAGES = "text encoder: negative prompt's images"
+    TEXT_IMAGE_PREP = "text encoder: kernel and value range"
+    VAE_IMAGES = "VAE: control images"
+    VAE_TILING = "VAE tiling"
+    ZERO_COND_T = "zero_cond_t"
+    GENERATOR = "generator"
+    DTYPE = "dtype"
+    OUTPUT = "output encoding"
+    QUANTIZATION = "transformer quantization"
+    TEXT_ENCODER_QUANTIZATION = "text encoder quantization"
+    LORA_WEIGHTS = "LoRA weights"
+
+
+ALWAYS_SHOWN = (Knob.SIZE, Knob.SCHEDULER, Knob.LORA_SCALE)
+
+# (reference server, trainer's preview, replayed by --diagnose?) — the README's knob table comes from here.
+KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
+    Knob.SIZE: ("floor to 32", "round down to 8 (at least 64), then floor to 32", "yes"),
+    Knob.SCHEDULER: (
+        "FlowMatchEulerDiscreteScheduler with the checkpoint's config",
+        "CustomFlowMatchEulerDiscreteScheduler (steps like diffusers') with a hard-coded config",
+        "yes",
+    ),
+    Knob.LORA_SCALE: (
+        "the request's scale (`loras[].network_multiplier`, else the sample's)",
+        "the sample's multiplier x alpha / rank (the saved file has no alpha keys)",
+        "yes",
+    ),
+    Knob.LORA_METHOD: (
+        "diffusers `fuse_lora` (PEFT delta in the model dtype)",
+        ("float32 `merge_in` when every sample shares one multiplier and the base is not quantized or offloaded; "
+        "else an unmerged float32 branch per sample"),
+        "yes",
+    ),
+    Knob.CFG_RENORM: ("always (diffusers rescales to the conditional norm)", "only with `do_cfg_norm` (default off)", "yes"),
+    Knob.TEXT_IMAGES: ("the control images, once each", "a legacy `ctrl_img` twice (as ctrl_img and ctrl_img_1)", "yes"),
+    Knob.TEXT_IMAGE_SIZE: (
+        "~384x384 area, w = sqrt(area x H/W): transposed for non-square images",
+        "~384x384 area, aspect kept",
+        "yes",
+    ),
+    Knob.NEGATIVE_IMAGES: ("the prompt's resized images", "those images resized a second time (a shared list)", "yes"),
+    Knob.TEXT_IMAGE_PREP: ("bilinear, 0..1 tensor (rescaled again by the processor)", "the same", "—"),
+    Knob.VAE_IMAGES: ("PIL Lanczos to ~1 MP, latent mode", "the same", "—"),
+    Knob.VAE_TILING: ("off", "on under `low_vram` (control encode and decode)", "yes"),
+    Knob.ZERO_COND_T: ("the checkpoint's (on for 2511)", "off when the transformer is a single .safetensors file", "yes"),
+    Knob.GENERATOR: ("`torch.Generator('cpu').manual_seed(seed)`", "`torch.manual_seed(seed)`: the same stream", "—"),
+    Knob.DTYPE: ("bf16 on CUDA, float32 on CPU", "the training dtype", "recorded"),
+    Knob.OUTPUT: ("the pipeline's pixels (the server saves JPEG q95)", "`image.save(path)`: JPEG q75 by default", "yes"),
+    Knob.QUANTIZATION: ("none", "`model.quantize` / `qtype`", "recorded"),
+    Knob.TEXT_ENCODER_QUANTIZATION: ("none", "`model.quantize_te` / `qtype_te`", "recorded"),
+    Knob.LORA_WEIGHTS: ("the saved file", "the float32 training weights (the file holds them in float16)", "recorded"),
+}
+
+
+class LoraMethod(enum.Enum):
+    NONE = "no LoRA"
+    DIFFUSERS_FUSE = "diffusers load_lora_weights + fuse_lora (PEFT delta in the model dtype)"
+    AITK_MERGE = "ai-toolkit merge_in: float32 delta written back in the model dtype"
+    AITK_UNMERGED = "ai-toolkit unmerged: a float32 LoRA branch added at each sample's multiplier"
+
+
+class TextImageSize(enum.Enum):
+    SERVER = "server"
+    ASPECT_KEPT = "aspect kept"
+
+
+class NegativeImages(enum.Enum):
+    SAME = "same"
+    RESIZED_AGAIN = "resized again"
+
+
+PREVIEW_FORMATS = {"jpg": OutputEncoding.JPEG_75, "png": OutputEncoding.PNG, "webp": OutputEncoding.WEBP_80}
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: object
+    shown: str
+    replayable: bool = True
+    key: object = None  # what decides "differs" for this case; defaults to value
+
+    @property
+    def effect_key(self) -> object:
+        return self.value if self.key is None else self.key
+
+
+@dataclass(frozen=True)
+class Wiring:
+    name: str
+    settings: tuple[tuple[Knob, Setting], ...]
+
+    def __getitem__(self, knob: Knob) -> Setting:
+        for k, s in self.settings:
+            if k is knob:
+                return s
+        raise KeyError(knob)
+
+    def value(self, knob: Knob) -> object:
+        return self[knob].value
+
+    def with_setting(self, knob: Knob, setting: Setting, name: str | None = None) -> Wiring:
+        return Wiring(name or self.name, tuple((k, setting if k is knob else s) for k, s in self.settings))
+
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """What only the loaded model and the opened images can tell."""
+
+    scheduler_config: tuple[tuple[str, object], ...]
+    zero_cond_t: bool
+    dtype: str
+    image_sizes: dict[str, tuple[int, int]]  # control image path -> (width, height)
+    lora_file_dtype: str | None = None
+
+
+def scheduler_items(config: dict[str, object]) -> tuple[tuple[str, object], ...]:
+    return tuple((k, config.get(k)) for k in SCHEDULER_KEYS)
+
+
+def _scheduler_text(items: tuple[tuple[str, object], ...]) -> str:
+    c = dict(items)
+    return (
+        f"shift {c.get('shift')}, base/max shift {c.get('base_shift')}/{c.get('max_shift')} over seq "
+        f"{c.get('base_image_seq_len')}..{c.get('max_image_seq_len')}, shift_terminal {c.get('shift_terminal')}, "
+        f"{c.get('time_shift_type')}, dynamic {c.get('use_dynamic_shifting')}"
+    )
+
+
+def _sizes_text(sizes: tuple[tuple[int, int], ...]) -> str:
+    return ", ".join(f"{w}x{h}" for w, h in sizes) or "none"
+
+
+def _names(paths: tuple[str, ...]) -> str:
+    import os
+
+    return ", ".join(os.path.basename(p) for p in paths) or "none"
+
+
+def _cfg(case: Case, on: bool, label: str) -> Setting:
+    if case.effective.guidance_scale <= 1:
+        return Setting("no-cfg", f"no CFG pass (guidance {case.effective.guidance_scale:g})")
+    return Setting(on, label)
+
+
+def reference_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
+    eff = case.effective
+    text_sizes = tuple(server_condition_size(*facts.image_sizes[p]) for p in eff.control_images)
+    lora = bool(case.loras)
+    return Wiring(
+        "reference",
+        (
+            (Knob.SIZE, Setting((eff.width, eff.height), f"{eff.width}x{eff.height} (floor to 32)")),
+            (
+                Knob.SCHEDULER,
+                Setting(facts.scheduler_config, f"FlowMatchEuler, checkpoint config: {_scheduler_text(facts.scheduler_config)}", key=facts.scheduler_config),
+            ),
+            (Knob.LORA_SCALE, Setting(eff.lora_scale, "none" if eff.lora_scale is None else f"{eff.lora_scale:g}")),
+            (Knob.LORA_METHOD, _method(LoraMethod.DIFFUSERS_FUSE if lora else LoraMethod.NONE)),
+            (Knob.CFG_RENORM, _cfg(case, True, "always (diffusers rescales to the conditional norm)")),
+            (Knob.TEXT_IMAGES, Setting(eff.control_images, _names(eff.control_images))),
+            (
+                Knob.TEXT_IMAGE_SIZE,
+                Setting(TextImageSize.SERVER, f"{_sizes_text(text_sizes)} (w = sqrt(area·H/W): transposed)", key=text_sizes),
+            ),
+            (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {_sizes_text(text_sizes)}", key=text_sizes)),
+            (Knob.TEXT_IMAGE_PREP, _same_prep()),
+            (Knob.VAE_IMAGES, _same_vae()),
+            (Knob.VAE_TILING, Setting(False, "off")),
+            (Knob.ZERO_COND_T, Setting(facts.zero_cond_t, f"{str(facts.zero_cond_t).lower()} (checkpoint config)")),
+            (Knob.GENERATOR, Setting("cpu", "torch.Generator('cpu').manual_seed(seed)")),
+            (Knob.DTYPE, Setting(facts.dtype, facts.dtype)),
+            (Knob.OUTPUT, Setting(OutputEncoding.PNG, "PNG: the pipeline's pixels (the server saves JPEG q95)")),
+            (Knob.QUANTIZATION, Setting("none", "none", replayable=False)),
+            (Knob.TEXT_ENCODER_QUANTIZATION, Setting("none", "none", replayable=False)),
+            (
+                Knob.LORA_WEIGHTS,
+                Setting("file", f"the saved file ({facts.lora_file_dtype or 'n/a'})" if lora else "none", replayable=False),
+            ),
+        ),
+    )
+
+
+def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
+    pre, t = case.preview, case.training
+    assert pre is not None
+    text_sizes = tuple(trainer_condition_size(*facts.image_sizes[p]) for p in pre.text_images)
+    negative_sizes = tuple(trainer_condition_size(w, h) for w, h in text_sizes)
+    lora = bool(case.loras)
+    if not lora:
+        method = LoraMethod.NONE
+    else:
+        method = LoraMethod.AITK_MERGE if pre.lora_merged else LoraMethod.AITK_UNMERGED
+    items = scheduler_items(AITK_SCHEDULER_CONFIG)
+    dtype = _dtype_name(t.dtype) if t.dtype else facts.dtype
+    zero_cond_t = False if t.transformer_single_file else facts.zero_cond_t
+    file_dtype = t.save_dtype or facts.lora_file_dtype or "float16"
+    return Wiring(
+        "preview",
+        (
+            (Knob.SIZE, Setting((pre.width, pre.height), f"{pre.width}x{pre.height} (round to 8, at least 64, floor to 32)")),
+            (Knob.SCHEDULER, Setting(items, f"ai-toolkit CustomFlowMatchEuler, hard-coded: {_scheduler_text(items)}", key=items)),
+            (Knob.LORA_SCALE, _preview_scale(case)),
+            (Knob.LORA_METHOD, _method(method)),
+            (Knob.CFG_RENORM, _cfg(case, case.do_cfg_norm, f"do_cfg_norm: {str(case.do_cfg_norm).lower()}")),
+            (Knob.TEXT_IMAGES, Setting(pre.text_images, _names(pre.text_images))),
+            (Knob.TEXT_IMAGE_SIZE, Setting(TextImageSize.ASPECT_KEPT, f"{_sizes_text(text_sizes)} (aspect kept)", key=text_sizes)),
+            (
+                Knob.NEGATIVE_IMAGES,
+                Setting(
+                    NegativeImages.RESIZED_AGAIN,
+                    f"{_sizes_text(negative_sizes)} (the shared list, resized a second time)",
+                    key=negative_sizes,
+                ),
+            ),
+            (Knob.TEXT_IMAGE_PREP, _same_prep()),
+            (Knob.VAE_IMAGES, _same_vae()),
+            (Knob.VAE_TILING, Setting(t.low_vram, "on (low_vram: control encode and decode)" if t.low_vram else "off")),
+            (
+                Knob.ZERO_COND_T,
+                Setting(zero_cond_t, "false (single-file transformer: Qwen/Qwen-Image config)" if t.transformer_single_file else f"{str(zero_cond_t).lower()}"),
+            ),
+            (Knob.GENERATOR, Setting("cpu", "torch.manual_seed(seed): the default CPU generator, same stream")),
+            (Knob.DTYPE, Setting(dtype, dtype if t.dtype else f"{dtype} (not recorded; assumed)", replayable=dtype == facts.dtype)),
+            (Knob.OUTPUT, Setting(PREVIEW_FORMATS[pre.format], PREVIEW_FORMATS[pre.format].value)),
+            (
+                Knob.QUANTIZATION,
+                Setting(
+                    t.qtype or "quantized" if t.quantize else "none",
+                    f"quantized ({t.qtype or 'qtype not recorded'})" if t.quantize else "none",
+                    replayable=not t.quantize,
+                ),
+            ),
+            (
+                Knob.TEXT_ENCODER_QUANTIZATION,
+                Setting(
+                    t.qtype_te or "quantized" if t.quantize_te else "none",
+                    f"quantized ({t.qtype_te or 'qtype not recorded'})" if t.quantize_te else "none",
+                    replayable=not t.quantize_te,
+                ),
+            ),
+            (
+                Knob.LORA_WEIGHTS,
+                Setting(
+                    "training" if lora and file_dtype not in ("float32", "fp32") else "file",
+                    f"the float32 training weights (the file holds them in {file_dtype})" if lora else "none",
+                    replayable=not lora or file_dtype in ("float32", "fp32"),
+                ),
+            ),
+        ),
+    )
+
+
+def _preview_scale(case: Case) -> Setting:
+    """ai-toolkit applies multiplier and alpha/rank as two factors; the value keeps them apart, the key is the
+    strength they make together."""
+    if not case.loras:
+        return Setting(None, "none")
+    multiplier = case.requested.lora_scale or 0.0
+    t = case.training
+    if t.rank and t.alpha is not None and t.alpha != t.rank:
+        alpha_scale = t.alpha / t.rank
+        shown = f"{multiplier * alpha_scale:g} (multiplier {multiplier:g} x alpha {t.alpha:g} / rank {t.rank})"
+        return Setting((multiplier, alpha_scale), shown, key=multiplier * alpha_scale)
+    return Setting((multiplier, 1.0), f"{multiplier:g} (the sample's multiplier)", key=multiplier)
+
+
+def _method(method: LoraMethod) -> Setting:
+    return Setting(method, method.value)
+
+
+def _same_prep() -> Setting:
+    return Setting("bilinear-0..1", "bilinear, 0..1 tensor in the model dtype (the processor divides it by 255 again)")
+
+
+def _same_vae() -> Setting:
+    return Setting("lanczos-1mp", "PIL Lanczos to ~1 MP (sides rounded to 32), latent mode (no sampling)")
+
+
+def _dtype_name(value: str) -> str:
+    return {"bf16": "bfloat16", "fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}.get(
+        value.lower(), value
+    )
+
+
+def differing(a: Wiring, b: Wiring) -> tuple[Knob, ...]:
+    """Knobs whose effect differs between two wirings for this case, in table order."""
+    return tuple(k for k, s in a.settings if s.effect_key != b[k].effect_key)
+
+
+def flip(base: Wiring, source: Wiring, knob: Knob) -> Wiring:
+    """`base` with one knob taken from `source` (an ablation variant)."""
+    return base.with_setting(knob, source[knob], name=f"{base.name} + {source.name} {knob.value}")
+
+
+def combine(base: Wiring, source: Wiring, knobs: tuple[Knob, ...], name: str) -> Wiring:
+    wiring = base
+    for knob in knobs:
+        wiring = wiring.with_setting(knob, source[knob])
+    return replace(wiring, name=name)

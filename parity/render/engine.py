@@ -1,0 +1,350 @@
+"""Runtime for a run: loads each base model once, sets its LoRA state per case, renders a case with a wiring.
+
+This is the only bridge from the pure side (cases, knobs) to torch; the session imports it lazily.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from parity.cases.resolve import Case
+from parity.core import envclass
+from parity.core.environment import reproducible_cpu_math
+from parity.core.errors import LoraRefused
+from parity.core.images import encode_output, open_with_notes
+from parity.models.qwen_image_edit_plus_2511.knobs import (
+    Knob,
+    LoraMethod,
+    RuntimeFacts,
+    Wiring,
+    preview_wiring,
+    reference_wiring,
+    scheduler_items,
+)
+from parity.models.qwen_image_edit_plus_2511.wiring import Rendered, Renderer, RenderKnobs, Request
+from parity.render.loading import dtype_for, load_pipeline, locate
+from parity.render.lora import LoraState
+
+
+@dataclass
+class LoadedModel:
+    """A loaded base model with its LoRA state and its exact caches (text embeddings, control-image latents)."""
+
+    key: tuple[str, ...]  # (where it was loaded from, device, dtype)
+    pipe: object
+    lora: LoraState
+    renderer: Renderer
+
+
+@dataclass
+class _Loaded:
+    model: LoadedModel
+    replica: object = None  # cfg_parallel.UncondReplica on the second device, when asked for
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.model.key
+
+    @property
+    def pipe(self):
+        return self.model.pipe
+
+    @property
+    def lora(self) -> LoraState:
+        return self.model.lora
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.model.renderer
+
+
+class ModelPool:
+    """Base models a process keeps loaded between its sessions (a test suite, a notebook), off by default.
+
+    An engine that closes hands its model back with the LoRA removed (the weights restored to the loaded ones);
+    the next engine that asks for the same folder on the same device takes it as it would come from disk, with
+    the caches it has gathered: those hold embeddings and latents of the text encoder and the VAE, which no LoRA
+    touches. A model that failed (out of memory) is dropped, never handed on.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, ...], LoadedModel] = {}
+
+    def take(self, key: tuple[str, ...]) -> LoadedModel | None:
+        return self._models.get(key)
+
+    def add(self, model: LoadedModel) -> None:
+        """A model just loaded: later engines share it (one process renders one case at a time)."""
+        self._models[model.key] = model
+
+    def keep(self, model: LoadedModel) -> None:
+        """A model an engine is done with: its LoRA removed, as a later engine expects it."""
+        model.lora.apply(LoraMethod.NONE, None, None)
+        self._models[model.key] = model
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        self._models.pop(key, None)
+
+
+_POOL: ModelPool | None = None
+
+
+def share_models(enabled: bool = True) -> None:
+    """Keep loaded base models between the sessions of this process (see ModelPool); `False` drops them."""
+    global _POOL
+    _POOL = ModelPool() if enabled else None
+
+
+class Engine:
+    """Renders cases on one device; the base model stays loaded while consecutive cases share it.
+
+    `cfg_device`: a second device that runs every unconditional transformer pass at the same time as the
+    conditional one, on a copy of the transformer (cfg_parallel); the outputs are the one-device outputs.
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        base_model_override: str | None = None,
+        cfg_device: str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        from parity.core.errors import ModelLoadError
+
+        for name in (device, cfg_device):
+            if name is not None and name.startswith("cuda") and not torch.cuda.is_available():
+                raise ModelLoadError(f"device {name!r} asked for, but torch sees no CUDA device", "run with --device cpu")
+        if cfg_device is not None and device.startswith("cuda") and torch.device(cfg_device) == torch.device(device):
+            raise ModelLoadError(
+                f"CFG-parallel device {cfg_device!r} is the main device {device!r}",
+                "name a second GPU (e.g. --device cuda:0 --cfg-device cuda:1)",
+            )
+        if device.startswith("cuda"):
+            torch.cuda.init()  # the allocator's per-device state, before the first reset of its peak statistics
+        else:
+            reproducible_cpu_math()
+        self.device = device
+        self.dtype = dtype or dtype_for(device)  # the reference server's (calibrate alone asks for the other one)
+        self.cfg_device = cfg_device
+        self.base_model_override = base_model_override
+        self._loaded: _Loaded | None = None
+        self._adopted = False
+        self._fresh: Renderer | None = None  # the second set of caches (render(fresh_caches=True))
+        self._images: dict[str, Image.Image] = {}
+        self._image_notes: dict[str, list[str]] = {}
+
+    def base_of(self, case: Case) -> tuple[str, str]:
+        if self.base_model_override:
+            return self.base_model_override, os.getcwd()
+        return case.base_model, case.base_dir
+
+    def facts(self, case: Case, timings: dict[str, float] | None = None) -> RuntimeFacts:
+        """What the loaded model and the control images tell about this case's knobs."""
+        loaded = self._ensure_model(self.base_of(case), timings if timings is not None else {})
+        pipe = loaded.pipe
+        paths = set(case.effective.control_images) | set(case.preview.text_images if case.preview else ())
+        return RuntimeFacts(
+            scheduler_config=scheduler_items(dict(pipe.scheduler.config)),
+            zero_cond_t=bool(pipe.transformer.config.zero_cond_t),
+            dtype=str(pipe.transformer.dtype).replace("torch.", ""),
+            image_sizes={p: self._image(p).size for p in paths},
+            lora_file_dtype=_file_dtype(case.loras[0].path) if case.loras else None,
+        )
+
+    def wirings(self, case: Case) -> tuple[Wiring, Wiring]:
+        """The reference and the preview wiring of a case, with this model's facts."""
+        facts = self.facts(case)
+        return reference_wiring(case, facts), preview_wiring(case, facts)
+
+    def _fresh_renderer(self, loaded) -> Renderer:
+        if self._fresh is None or self._fresh.pipe is not loaded.pipe:
+            self._fresh = Renderer(loaded.pipe)
+        return self._fresh
+
+    def render(self, case: Case, wiring: Wiring | None = None, fresh_caches: bool = False) -> Rendered:
+        """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it.
+        `fresh_caches`: take text embeddings and control latents from a second set of caches, which starts empty
+        (calibrate's repeat pass: each input is computed anew once, then shared by the pass's cases)."""
+        timings: dict[str, float] = {}
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        facts = self.facts(case, timings)
+        wiring = wiring or reference_wiring(case, facts)
+        loaded = self._loaded
+        assert loaded is not None
+        start = time.perf_counter()
+        images = tuple(self._image(p) for p in case.effective.control_images)
+        text_images = tuple(self._image(p) for p in wiring.value(Knob.TEXT_IMAGES))
+        timings["load_inputs"] = time.perf_counter() - start
+        try:
+            return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
+        except LoraRefused:
+            raise  # refused before any of it reached the model: the model stays loaded (a reload costs minutes)
+        except BaseException:
+            # Whatever failed (a LoRA that would not load, out of memory, an interrupt inside a fuse) may have left
+            # the model half-changed: it is dropped, never handed on, and the next case loads it as from disk.
+            self.close(failed=True)
+            raise
+
+    def _render_loaded(self, case, wiring, facts, loaded, images, text_images, timings, fresh_caches) -> Rendered:
+        cuda = self.device.startswith("cuda")
+        lora_path = case.loras[0].path if case.loras else None
+        timings.update(
+            loaded.lora.apply(
+                wiring.value(Knob.LORA_METHOD), lora_path, wiring.value(Knob.LORA_SCALE), case.allow_partial_lora
+            )
+        )
+        eff = case.effective
+        width, height = wiring.value(Knob.SIZE)
+        request = Request(
+            prompt=eff.prompt,
+            negative_prompt=str(eff.negative_prompt),
+            width=width,
+            height=height,
+            steps=eff.steps,
+            guidance_scale=eff.guidance_scale,
+            seed=eff.seed,
+            images=images,
+            text_images=text_images,
+        )
+        replica = self._replica_for(loaded, wiring, timings)
+        renderer = self._fresh_renderer(loaded) if fresh_caches else loaded.renderer
+        rendered = renderer.render(request, render_knobs(wiring, facts), uncond_replica=replica)
+        rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
+        rendered.timings = {**timings, **rendered.timings}
+        rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
+        rendered.notes += loaded.lora.notes
+        if loaded.replica is not None and replica is None:
+            rendered.notes.append(
+                f"CFG-parallel not used for this render: ai-toolkit's unmerged LoRA branch runs as forward hooks on "
+                f"{self.device} only; both passes ran there"
+            )
+        if cuda:
+            rendered.peak_memory_gb = round(torch.cuda.max_memory_allocated(self.device) / 1e9, 3)
+        return rendered
+
+    def model(self, base_model: str = "tiny", base_dir: str = ".") -> LoadedModel:
+        """The loaded model of a base (loaded now if it is not): its pipeline, LoRA state and caches."""
+        return self._ensure_model((base_model, base_dir), {}).model
+
+    def adopt(self, pipe, name: str) -> None:
+        """Use a pipeline built in memory (benchmarks) as the base model `name`; cases then name it as override."""
+        self.close()
+        self.base_model_override = name
+        self._loaded = self._hold(LoadedModel((name, self.device), pipe, LoraState.for_pipe(pipe), Renderer(pipe)))
+        self._adopted = True
+
+    def _hold(self, model: LoadedModel) -> _Loaded:
+        replica = None
+        if self.cfg_device is not None:
+            from parity.render.cfg_parallel import UncondReplica
+
+            replica = UncondReplica(model.pipe.transformer, self.cfg_device)
+        return _Loaded(model, replica)
+
+    def _replica_for(self, loaded: _Loaded, wiring: Wiring, timings: dict[str, float]):
+        """The CFG-parallel copy, holding the weights the main transformer holds now; None when it cannot."""
+        if loaded.replica is None or wiring.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED:
+            return None
+        seconds = loaded.replica.follow(loaded.lora.key)
+        if seconds is not None:
+            timings["cfg_copy"] = seconds
+        return loaded.replica
+
+    def _image(self, path: str) -> Image.Image:
+        if path not in self._images:
+            self._images[path], self._image_notes[path] = open_with_notes(path, "control image")
+        return self._images[path]
+
+    def _ensure_model(self, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
+        if self._loaded is not None and self._loaded.key == (base[0], self.device):
+            return self._loaded  # adopted in memory
+        key = (locate(*base), self.device, str(self.dtype))
+        if self._loaded is not None and self._loaded.key == key:
+            return self._loaded
+        self.close()
+        self._adopted = False
+        start = time.perf_counter()
+        model = _POOL.take(key) if _POOL is not None else None
+        if model is None:
+            pipe = load_pipeline(base[0], base[1], self.device, self.dtype)
+            model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), Renderer(pipe))
+            timings["model_load"] = time.perf_counter() - start
+            if _POOL is not None:
+                _POOL.add(model)
+        self._loaded = self._hold(model)
+        return self._loaded
+
+    def close(self, failed: bool = False) -> None:
+        """Let go of the loaded model and free its memory (`failed`: after CUDA ran out of memory, so that the
+        next case reloads it cleanly). With a ModelPool the model is handed back instead, its LoRA removed."""
+        self._images.clear()
+        self._image_notes.clear()
+        self._fresh = None
+        if self._loaded is None:
+            return
+        loaded, self._loaded = self._loaded, None
+        if loaded.replica is not None:
+            loaded.replica.close()
+        if _POOL is not None and not self._adopted:
+            if not failed:
+                _POOL.keep(loaded.model)
+                return
+            _POOL.drop(loaded.key)
+        del loaded
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def describe(self) -> dict[str, object]:
+        """Device facts for the environment fingerprint."""
+        info: dict[str, object] = {"device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
+        if self.cfg_device is not None:
+            info["cfg_device"] = self.cfg_device
+        if self.device.startswith("cuda"):
+            index = torch.device(self.device).index or 0
+            info["device_name"] = torch.cuda.get_device_name(index)
+            info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
+            info["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(index) / 1e9, 2)
+        else:
+            info["device_name"] = "cpu"
+            info["threads"] = torch.get_num_threads()
+            info["cpu_capability"] = torch.backends.cpu.get_cpu_capability().lower()
+        info["environment_class"] = envclass.from_device_info(info).key
+        return info
+
+
+def render_knobs(wiring: Wiring, facts: RuntimeFacts) -> RenderKnobs:
+    """The renderer's share of a wiring; values equal to the checkpoint's are left to the checkpoint."""
+    renorm = wiring.value(Knob.CFG_RENORM)
+    scheduler = wiring.value(Knob.SCHEDULER)
+    zero_cond_t = wiring.value(Knob.ZERO_COND_T)
+    return RenderKnobs(
+        text_size=wiring.value(Knob.TEXT_IMAGE_SIZE),
+        negative=wiring.value(Knob.NEGATIVE_IMAGES),
+        cfg_renorm=renorm is not False,
+        scheduler=None if scheduler == facts.scheduler_config else scheduler,
+        vae_tiling=bool(wiring.value(Knob.VAE_TILING)),
+        zero_cond_t=None if zero_cond_t == facts.zero_cond_t else zero_cond_t,
+    )
+
+
+def _file_dtype(path: str) -> str | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
+                raw = str(fh.get_slice(key).get_dtype()).upper()
+                return {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(raw, raw.lower())
+    except (OSError, ValueError):
+        return None
+    return None
+

@@ -1,0 +1,350 @@
+"""LoRA application, three ways: diffusers fuse (the reference server) and ai-toolkit's merge or unmerged branch.
+
+- FusedLora: `load_lora_weights(dir, weight_name=file, adapter_name="lora")` + `fuse_lora(lora_scale=...)`, as
+  ai-toolkit-inference does; before a different scale is fused, the targeted weights and PEFT's scaling are
+  restored, so a case's weights never depend on the cases run before it.
+- AitkLora: ai-toolkit's own network as its sampler applies it (toolkit/network_mixins.py): `merge_in` adds
+  `multiplier * (up @ down) * scale` computed in float32 and writes it back in the model dtype; unmerged, each
+  targeted linear adds `(up(down(x.float())) * scale) * multiplier`, cast to the output dtype.
+- LoraState: keeps one of them active on a pipeline and switches between them exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from parity.cases import lorafile
+from parity.core.errors import LoraRefused, ModelLoadError
+from parity.models.qwen_image_edit_plus_2511.knobs import LoraMethod
+
+ADAPTER = "lora"
+
+
+def lora_module_names(path: str) -> set[str]:
+    """Transformer module names an ai-toolkit / diffusers LoRA file targets."""
+    return set(lorafile.inspect(path).layers)
+
+
+def check_fits(
+    path: str, transformer: torch.nn.Module, allow_partial: bool
+) -> tuple[dict[str, torch.nn.Module], set[str]]:
+    """The transformer's linears the LoRA targets, and every module name it targets; checked before anything is
+    loaded into the model: every file problem, unmatched names (unless allowed) and shapes that do not fit, each a
+    LoraRefused with its fix."""
+    try:
+        info = lorafile.inspect(path)
+    except ModelLoadError as exc:
+        raise LoraRefused(exc.what, exc.fix) from None
+    modules = dict(transformer.named_modules())
+    linears = {n: m for n, m in modules.items() if isinstance(m, torch.nn.Linear)}
+    wanted = set(info.layers)
+    missing = sorted(wanted - set(linears))
+    if missing and (not allow_partial or len(missing) == len(wanted)):
+        raise LoraRefused(*_unmatched(path, missing, wanted, allow_partial))
+    misfits = lorafile.shape_problems(info, {n: (m.in_features, m.out_features) for n, m in linears.items()})
+    if misfits:
+        raise LoraRefused(
+            f"LoRA {path}: {len(misfits)} of {len(wanted)} layers do not fit the model's shapes ({_shown(misfits)})",
+            "use a LoRA trained for this base model (the rank may be anything; the layers' sizes must match)",
+        )
+    return {n: linears[n] for n in wanted if n in linears}, wanted
+
+
+def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    """A LoRA whose weights hold NaN or infinity would turn every output into NaN: refused with its cause."""
+    bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise LoraRefused(
+            f"LoRA {path}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values ({_shown(sorted(bad))}): "
+            "the training diverged before this checkpoint was saved",
+            "use an earlier checkpoint of the run (its *_<step>.safetensors files), or train again with a lower "
+            "learning rate",
+        )
+
+
+@dataclass
+class _Pristine:
+    weights: dict[str, torch.Tensor]  # views into one buffer
+    biases: dict[str, torch.Tensor]
+
+
+class FusedLora:
+    """Which LoRA a pipeline holds and at which scale it is fused; every fuse starts from pristine weights."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.path: str | None = None
+        self.scale: float | None = None
+        self.notes: list[str] = []
+        self._pristine: _Pristine | None = None
+
+    def apply(self, path: str | None, scale: float | None, allow_partial: bool = False) -> dict[str, float]:
+        """Make the pipeline's weights those of a fresh `load → fuse(scale)`; returns stage timings."""
+        timings: dict[str, float] = {}
+        if path != self.path:
+            self._drop()
+            if path is not None:
+                start = time.perf_counter()
+                wrapped = self._load(path, allow_partial)
+                timings["lora_load"] = time.perf_counter() - start
+                start = time.perf_counter()
+                self._pristine = self._snapshot(wrapped)
+                _sync(self.pipe)
+                timings["lora_snapshot"] = time.perf_counter() - start
+        if path is not None and scale != self.scale:
+            start = time.perf_counter()
+            if self.scale is not None:
+                self._restore()
+            self.pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=scale)
+            self.scale = scale
+            _sync(self.pipe)
+            timings["lora_fuse"] = time.perf_counter() - start
+        return timings
+
+    def _load(self, path: str, allow_partial: bool = False) -> dict[str, torch.nn.Module]:
+        from safetensors.torch import load_file
+
+        targets, wanted = check_fits(path, self.pipe.transformer, allow_partial)
+        check_finite(path, load_file(path))
+        missing = sorted(wanted - set(targets))
+        folder, name = os.path.split(path)
+        try:
+            # low_cpu_mem_usage: PEFT makes the adapter's layers empty instead of randomly initialising them on the
+            # CPU only to overwrite them (2-30 s at full size, most of a suite's time outside denoising); the
+            # loaded values and the fused weights are the server's default load's (tests/test_loading.py)
+            self.pipe.load_lora_weights(
+                folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True, low_cpu_mem_usage=True
+            )
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            self._unload_after_failure()
+            raise ModelLoadError(
+                f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
+                "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
+            ) from None
+        wrapped = self._wrapped()
+        unwrapped = sorted(wanted - set(wrapped) - set(missing))
+        if unwrapped or not wrapped:
+            self.pipe.unload_lora_weights()
+            raise ModelLoadError(*_unmatched(path, unwrapped or sorted(wanted), wanted, False))
+        self.notes = []
+        if missing:
+            note = f"LoRA {os.path.basename(path)}: {len(missing)} of {len(wanted)} target modules match nothing"
+            self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
+        self.path = path
+        return wrapped
+
+    def _unload_after_failure(self) -> None:
+        """A load that failed half-way may have wrapped some layers already; take them out again (the engine also
+        drops the model after any failed case, so the next case never sees this one's leftovers)."""
+        with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
+            self.pipe.unload_lora_weights()
+        self.path, self.scale, self._pristine = None, None, None
+
+    def _wrapped(self) -> dict[str, torch.nn.Module]:
+        return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
+
+    def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
+        """Copies of the weights a fuse changes, in one buffer (one allocation, not one per layer) on the model's
+        device, else in pinned CPU memory."""
+        sources: dict[tuple[str, str], torch.Tensor] = {}
+        for name, module in wrapped.items():
+            base = module.get_base_layer()
+            sources[("weight", name)] = base.weight.data
+            if getattr(base, "bias", None) is not None:
+                sources[("bias", name)] = base.bias.data
+        copies = _copy_all(sources)
+        return _Pristine(
+            {n: t for (kind, n), t in copies.items() if kind == "weight"},
+            {n: t for (kind, n), t in copies.items() if kind == "bias"},
+        )
+
+    def _restore(self) -> None:
+        """Back to the state right after loading: pristine base weights and PEFT's own scaling (alpha / r).
+
+        diffusers' fuse_lora(lora_scale=s) multiplies each layer's PEFT scaling by s in place and unfuse_lora()
+        does not undo it, so unfuse -> fuse(t) fuses at s*t (t == 1.0: still at s). Resetting the scaling here
+        is what makes a later fuse equal a fresh one.
+        """
+        self.pipe.unfuse_lora()
+        assert self._pristine is not None
+        for name, module in self._wrapped().items():
+            base = module.get_base_layer()
+            base.weight.data.copy_(self._pristine.weights[name])
+            if name in self._pristine.biases:
+                base.bias.data.copy_(self._pristine.biases[name])
+            module.unscale_layer()
+        self.scale = None
+
+    def _drop(self) -> None:
+        if self.path is None:
+            return
+        if self.scale is not None:
+            self._restore()
+        self.pipe.unload_lora_weights()
+        self.path, self.scale, self._pristine = None, None, None
+
+
+def is_tuner(module: torch.nn.Module) -> bool:
+    """Whether a module is a PEFT wrapper (a LoRA layer around its base layer)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return isinstance(module, BaseTunerLayer)
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -> tuple[str, str]:
+    what = f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match nothing in the transformer ({_shown(missing)})"
+    if allowed:
+        return what, "no module matches at all: the LoRA is for another model"
+    return what, (
+        "the LoRA was trained for another model or saved with unknown key names; an unmatched LoRA would silently "
+        "leave the base model unchanged (set `allow_partial_lora: true` in the case file to accept a partial match)"
+    )
+
+
+def _copy_all(tensors: dict) -> dict:
+    """Exact copies of same-device tensors, as views into one buffer per dtype: on their device when it has
+    room, else in pinned CPU memory."""
+    copies: dict = {}
+    by_dtype: dict[torch.dtype, list] = {}
+    for key, tensor in tensors.items():
+        by_dtype.setdefault(tensor.dtype, []).append((key, tensor))
+    for dtype, items in by_dtype.items():
+        device = items[0][1].device
+        total = sum(t.numel() for _, t in items)
+        try:
+            buffer = torch.empty(total, dtype=dtype, device=device)
+        except torch.cuda.OutOfMemoryError:
+            buffer = torch.empty(total, dtype=dtype, device="cpu", pin_memory=True)
+        offset = 0
+        for key, tensor in items:
+            view = buffer[offset : offset + tensor.numel()].view(tensor.shape)
+            view.copy_(tensor)
+            copies[key] = view
+            offset += tensor.numel()
+    return copies
+
+
+def _sync(pipe) -> None:
+    if torch.cuda.is_available() and pipe.device.type == "cuda":
+        torch.cuda.synchronize(pipe.device)
+
+
+def lora_pairs(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(down, up) weight pairs of a LoRA file by transformer module name, as float32 like ai-toolkit's network.
+    Read after check_fits, whose lorafile.inspect has already refused files with an incomplete pair."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    check_finite(path, tensors)
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        for role, suffixes in (("down", lorafile.DOWN_SUFFIXES), ("up", lorafile.UP_SUFFIXES)):
+            for suffix in suffixes:
+                if key.endswith(suffix):
+                    pairs.setdefault(lorafile.module_name(key, suffix), {})[role] = value.float()
+    return {name: (p["down"], p["up"]) for name, p in pairs.items()}
+
+
+class AitkLora:
+    """ai-toolkit's LoRA, merged (float32 delta) or as an unmerged float32 branch; pristine weights kept."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.state: tuple | None = None  # (method, path, multiplier, scale)
+        self._pristine: dict[str, torch.Tensor] = {}
+        self._hooks: list = []
+
+    def apply(self, method: LoraMethod, path: str, multiplier: float, scale: float, allow_partial: bool = False) -> None:
+        state = (method, path, multiplier, scale)
+        if state == self.state:
+            return
+        self.clear()
+        modules, _ = check_fits(path, self.pipe.transformer, allow_partial)
+        pairs = {name: pair for name, pair in lora_pairs(path).items() if name in modules}
+        device = self.pipe.transformer.device
+        if method is LoraMethod.AITK_MERGE:
+            for name, (down, up) in pairs.items():
+                linear = modules[name]
+                self._pristine[name] = linear.weight.data.clone()
+                weight = linear.weight.data.float()
+                merged = weight + multiplier * (up.to(device) @ down.to(device)) * scale
+                linear.weight.data.copy_(merged.to(linear.weight.dtype))
+        else:
+            runtime_scale = torch.tensor(scale, dtype=torch.float32, device=device)
+            torch_multiplier = torch.tensor((multiplier,)).to(device, dtype=torch.float32)
+            for name, (down, up) in pairs.items():
+                self._hooks.append(
+                    modules[name].register_forward_hook(_branch(down.to(device), up.to(device), runtime_scale, torch_multiplier))
+                )
+        self.state = state
+
+    def clear(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        if self._pristine:
+            modules = dict(self.pipe.transformer.named_modules())
+            for name, weight in self._pristine.items():
+                modules[name].weight.data.copy_(weight)
+            self._pristine.clear()
+        self.state = None
+
+
+def _branch(down: torch.Tensor, up: torch.Tensor, runtime_scale: torch.Tensor, multiplier: torch.Tensor):
+    """A forward hook adding ai-toolkit's unmerged LoRA output to a linear layer's output."""
+
+    def hook(module, inputs, output):
+        lora_input = inputs[0].to(down.dtype)
+        lora_output = F.linear(F.linear(lora_input, down), up) * runtime_scale
+        scaled = lora_output * multiplier.view(*multiplier.shape, *([1] * (lora_output.dim() - multiplier.dim())))
+        return output + scaled.to(output.dtype)
+
+    return hook
+
+
+@dataclass
+class LoraState:
+    """The LoRA a pipeline carries now: none, diffusers-fused, or ai-toolkit merged/unmerged; switches exactly."""
+
+    fused: FusedLora
+    aitk: AitkLora
+
+    @classmethod
+    def for_pipe(cls, pipe) -> LoraState:
+        return cls(FusedLora(pipe), AitkLora(pipe))
+
+    @property
+    def notes(self) -> list[str]:
+        return self.fused.notes
+
+    @property
+    def key(self) -> tuple:
+        """What the transformer's weights are now (equal keys: equal weights)."""
+        return (self.fused.path, self.fused.scale, self.aitk.state)
+
+    def apply(self, method: LoraMethod, path: str | None, scale: object, allow_partial: bool = False) -> dict[str, float]:
+        """`scale`: a float for diffusers; (multiplier, alpha/rank) for ai-toolkit, kept apart as it computes."""
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if method is LoraMethod.DIFFUSERS_FUSE and path is not None:
+            self.aitk.clear()
+            value = scale[0] * scale[1] if isinstance(scale, tuple) else scale
+            return self.fused.apply(path, float(value), allow_partial)
+        if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None:
+            timings.update(self.fused.apply(None, None))
+            multiplier, alpha_scale = scale if isinstance(scale, tuple) else (scale, 1.0)
+            self.aitk.apply(method, path, multiplier, alpha_scale, allow_partial)
+            timings["lora_fuse"] = time.perf_counter() - start
+            return timings
+        self.aitk.clear()
+        return self.fused.apply(None, None)

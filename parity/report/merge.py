@@ -1,0 +1,51 @@
+"""Join the results of several runs (CI shards, xdist workers) into one results.json and one report."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from parity.report.html import write_report
+from parity.results.record import CasePaths, ReportPaths, RunInfo, read_json, write_json
+
+
+def merge_results(inputs: list[Path], out: Path) -> ReportPaths:
+    """Cases of every input in input order; their images are copied under `out/cases/`; the run is complete only
+    if every input was."""
+    runs: list[RunInfo] = []
+    results = []
+    for folder in inputs:
+        run, cases = read_json(folder / "results.json")
+        runs.append(run)
+        for case in cases:
+            results.append(dataclasses.replace(case, paths=_copy_images(case.paths, folder, out)))
+    first = runs[0]
+    merged = dataclasses.replace(
+        first,
+        started=min(r.started for r in runs),
+        finished=None if any(r.finished is None for r in runs) else max(r.finished for r in runs),
+        complete=all(r.complete for r in runs),
+        command=" + ".join(r.command for r in runs),
+    )
+    write_json(out / "results.json", merged, results)
+    return ReportPaths(out / "results.json", write_report(out, merged, results))
+
+
+def _copy_images(paths: CasePaths, source: Path, out: Path) -> CasePaths:
+    def copy(rel: str | None) -> str | None:
+        if rel is None:
+            return None
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (source / rel).is_file() and (source / rel).resolve() != target.resolve():
+            shutil.copyfile(source / rel, target)
+        return rel
+
+    return dataclasses.replace(
+        paths,
+        output=copy(paths.output),
+        baseline=copy(paths.baseline),
+        diff=copy(paths.diff),
+        controls=tuple(copy(c) for c in paths.controls),
+    )
