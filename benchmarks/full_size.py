@@ -39,7 +39,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from parity.cases.suite import load_cases
-from parity.models.qwen_image_edit_plus_2511.knobs import LoraMethod, TextImageSize
+from parity.models.knobs import LoraMethod
+from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
 from parity.models.qwen_image_edit_plus_2511.tiny import (
     LORA_TARGETS,
     SCHEDULER_CONFIG,

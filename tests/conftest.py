@@ -2,7 +2,7 @@
 
 MKL's reproducible mode is set at configure time, before any test computes: the exactness tests compare two code paths whose
 weights can sit at different addresses (a copy for CFG-parallel, a merge written back, a second load), and MKL
-otherwise picks its branch by alignment (parity/environment.py). Both sides of every comparison then run the same
+otherwise picks its branch by alignment (parity/core/environment.py). Both sides of every comparison then run the same
 kernels, on any CPU.
 """
 

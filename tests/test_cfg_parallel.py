@@ -1,4 +1,4 @@
-"""CFG-parallel (parity/cfg_parallel.py) on the CPU: the unconditional passes run on a copy of the transformer in
+"""CFG-parallel (parity/render/cfg_parallel.py) on the CPU: the unconditional passes run on a copy of the transformer in
 a second thread; every output must equal the one-device output bit for bit (torch.equal).
 
 On the CPU both "devices" are the CPU, so this checks the machinery (copy, weight following, threads,
@@ -14,7 +14,7 @@ import torch
 from paths import case_folder
 
 from parity.cases.suite import load_cases
-from parity.models.qwen_image_edit_plus_2511.knobs import Knob, LoraMethod, Setting
+from parity.models.knobs import Knob, LoraMethod, Setting
 from parity.render.engine import Engine
 
 SUITE = """

@@ -13,7 +13,8 @@ def test_readme_tables_match_the_schema_and_the_options():
 
 
 def test_every_knob_is_documented():
-    from parity.models.qwen_image_edit_plus_2511.knobs import KNOB_RULES, Knob
+    from parity.models.knobs import Knob
+    from parity.models.qwen_image_edit_plus_2511.knobs import KNOB_RULES
 
     assert set(KNOB_RULES) == set(Knob)
 

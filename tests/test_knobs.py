@@ -2,17 +2,12 @@
 
 from parity.cases.resolve import resolve_suite
 from parity.cases.schema import load_suite
+from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, combine, differing, flip
 from parity.models.qwen_image_edit_plus_2511.knobs import (
     AITK_SCHEDULER_CONFIG,
-    Knob,
-    LoraMethod,
     NegativeImages,
     OutputEncoding,
-    RuntimeFacts,
     TextImageSize,
-    combine,
-    differing,
-    flip,
     preview_wiring,
     reference_wiring,
     scheduler_items,

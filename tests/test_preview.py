@@ -9,15 +9,9 @@ from parity.cases.suite import load_cases
 from parity.core.images import OutputEncoding, encode_output
 from parity.judge.compare import measure
 from parity.judge.diagnose import diagnose
-from parity.models.qwen_image_edit_plus_2511.knobs import (
-    AITK_SCHEDULER_CONFIG,
-    Knob,
-    Setting,
-    combine,
-    differing,
-    flip,
-    scheduler_items,
-)
+from parity.models.knobs import Knob, Setting, combine, differing, flip
+from parity.models.qwen_image_edit_plus_2511.knobs import scheduler_items
+from parity.models.qwen_image_edit_plus_2511.spec import AITK_SCHEDULER_CONFIG
 from parity.render.engine import Engine
 
 MERGED = """

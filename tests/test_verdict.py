@@ -1,4 +1,4 @@
-"""The status ladder (parity/verdict.py), rung by rung, on plain values."""
+"""The status ladder (parity/judge/verdict.py), rung by rung, on plain values."""
 
 import pytest
 

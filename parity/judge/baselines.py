@@ -2,7 +2,7 @@
 one set per environment class).
 
 Pinned baselines are outputs of parity, and their last bits belong to the machine class that made them
-(parity/envclass.py). A suite keeps one set per class: the baseline `<folder>/<name>.png` of a case lives at
+(parity/core/envclass.py). A suite keeps one set per class: the baseline `<folder>/<name>.png` of a case lives at
 `<folder>/<class key>/<name>.png`, with `<name>.png.env.json` beside it (the environment it was made in). A run
 compares with its own class's set, else with the nearest set of its family (another CPU kernel set, another GPU
 compute capability), and says so. Writing: a new case in this class's set is written and fails, so a person

@@ -18,7 +18,7 @@ import numpy as np
 
 from parity.core.thresholds import Thresholds
 from parity.judge.compare import Metrics, check, measure
-from parity.models.qwen_image_edit_plus_2511.knobs import ALWAYS_SHOWN, Knob, Wiring, combine, differing, flip
+from parity.models.knobs import ALWAYS_SHOWN, Knob, Wiring, combine, differing, flip
 
 
 @dataclass(frozen=True)

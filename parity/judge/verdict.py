@@ -1,13 +1,36 @@
 """The status ladder: how a case's baseline decision and comparisons become pass or fail, with the reason.
 
-One pure function beside the baseline rules (parity/baselines.py); the session only gathers its inputs.
+One pure function beside the baseline rules (parity/judge/baselines.py); the session only gathers its inputs.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from parity.judge.baselines import BaselineAction, BaselineChoice, BaselineDecision
-from parity.judge.compare import Comparison
-from parity.results.record import JpegCheck, Status
+from parity.judge.compare import Comparison, Metrics, Violation
+
+
+class Status(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+    SKIP = "skip"  # nothing to compare with in this environment class (see baselines.missing_set_message)
+
+
+@dataclass(frozen=True)
+class JpegCheck:
+    """For a JPEG baseline: the output encoded as the trainer saves it (PIL, quality 75) against the baseline,
+    and the noise floor (how far that encoding alone moves the output)."""
+
+    metrics: Metrics
+    violations: tuple[Violation, ...]
+    noise_floor: Metrics
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
 
 
 def case_status(

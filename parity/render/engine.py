@@ -18,15 +18,8 @@ from parity.core import envclass
 from parity.core.environment import reproducible_cpu_math
 from parity.core.errors import LoraRefused
 from parity.core.images import encode_output, open_with_notes
-from parity.models.qwen_image_edit_plus_2511.knobs import (
-    Knob,
-    LoraMethod,
-    RuntimeFacts,
-    Wiring,
-    preview_wiring,
-    reference_wiring,
-    scheduler_items,
-)
+from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
+from parity.models.qwen_image_edit_plus_2511.knobs import preview_wiring, reference_wiring, scheduler_items
 from parity.models.qwen_image_edit_plus_2511.wiring import Rendered, Renderer, RenderKnobs, Request
 from parity.render.loading import dtype_for, load_pipeline, locate
 from parity.render.lora import LoraState

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from parity.cases import lorafile
 from parity.core.errors import LoraRefused, ModelLoadError
-from parity.models.qwen_image_edit_plus_2511.knobs import LoraMethod
+from parity.models.knobs import LoraMethod
 
 ADAPTER = "lora"
 

@@ -15,7 +15,7 @@ from PIL import Image
 from parity.cases.resolve import Case
 from parity.core.errors import CaseRunError
 from parity.core.images import OutputEncoding
-from parity.models.qwen_image_edit_plus_2511.knobs import Knob, Setting
+from parity.models.knobs import Knob, Setting
 
 
 def draw_previews(cases: list[Case], engine, force: bool = False) -> list[Path]:

@@ -15,15 +15,9 @@ from parity.core.thresholds import Thresholds
 from parity.judge.baselines import BaselineAction
 from parity.judge.compare import Metrics, Violation
 from parity.judge.diagnose import Diagnosis, KnobRow
+from parity.judge.verdict import JpegCheck, Status
 
 SCHEMA_VERSION = 1
-
-
-class Status(enum.Enum):
-    PASS = "pass"
-    FAIL = "fail"
-    ERROR = "error"
-    SKIP = "skip"  # nothing to compare with in this environment class (see baselines.missing_set_message)
 
 
 @dataclass(frozen=True)
@@ -35,20 +29,6 @@ class CasePaths:
     diff: str | None = None
     baseline_source: str | None = None  # where the baseline lives (absolute), for the user to find it
     controls: tuple[str, ...] = ()  # copies of the control images, in order ("Picture 1", ...)
-
-
-@dataclass(frozen=True)
-class JpegCheck:
-    """For a JPEG baseline: the output encoded as the trainer saves it (PIL, quality 75) against the baseline,
-    and the noise floor (how far that encoding alone moves the output)."""
-
-    metrics: Metrics
-    violations: tuple[Violation, ...]
-    noise_floor: Metrics
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
 
 
 @dataclass(frozen=True)

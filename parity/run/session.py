@@ -36,7 +36,7 @@ from parity.judge.calibration import read as read_calibration
 from parity.judge.compare import Metrics, check, compare, heatmap, measure
 from parity.judge.diagnose import diagnose, wiring_rows
 from parity.judge.verdict import case_status
-from parity.models.qwen_image_edit_plus_2511.knobs import Knob, Setting
+from parity.models.knobs import Knob, Setting
 from parity.results.record import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status, write_json
 from parity.run.outdir import OutputLock
 

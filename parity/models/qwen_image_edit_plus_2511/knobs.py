@@ -1,64 +1,22 @@
-"""Wiring as data: every knob that decides the pixels, as the reference server and as the trainer set it.
+"""Qwen-Image-Edit-2511's knobs: every one that decides the pixels, as the reference server and as the trainer set it.
 
 Two named wirings per case: `reference` (ai-toolkit-inference, what `parity run` renders) and `preview`
-(ai-toolkit's trainer sampler, ../REFERENCE second table). A knob's `value` is what the renderer uses; its
-`key` is what decides whether two wirings differ *for this case* (e.g. the text-encoder resize rules differ,
-but for square control images they give the same size). Knobs the harness cannot replay (a quantized training
-model, the float32 training LoRA weights) are carried with replayable=False and shown, never dropped.
+(ai-toolkit's trainer sampler, ../REFERENCE second table), in the shared vocabulary of parity/models/knobs.py.
 Pure: the runtime facts only the loaded model knows arrive as `RuntimeFacts`.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
 
 from parity.cases.resolve import Case
 from parity.core.images import OutputEncoding
+from parity.models.knobs import PREVIEW_FORMATS, Knob, LoraMethod, RuntimeFacts, Setting, Wiring
 from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
+from parity.models.qwen_image_edit_plus_2511.spec import AITK_SCHEDULER_CONFIG
 
-# ai-toolkit's hard-coded scheduler config for Qwen-Image models (extensions_built_in/.../qwen_image.py).
-AITK_SCHEDULER_CONFIG: dict[str, object] = {
-    "base_image_seq_len": 256,
-    "base_shift": 0.5,
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": 0.9,
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": 0.02,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
-}
 SCHEDULER_KEYS = tuple(AITK_SCHEDULER_CONFIG)
 
-
-class Knob(enum.Enum):
-    SIZE = "size snapping"
-    SCHEDULER = "scheduler"
-    LORA_SCALE = "LoRA scale"
-    LORA_METHOD = "LoRA application"
-    CFG_RENORM = "CFG renormalisation"
-    TEXT_IMAGES = "text encoder: which control images"
-    TEXT_IMAGE_SIZE = "text encoder: control image size"
-    NEGATIVE_IMAGES = "text encoder: negative prompt's images"
-    TEXT_IMAGE_PREP = "text encoder: kernel and value range"
-    VAE_IMAGES = "VAE: control images"
-    VAE_TILING = "VAE tiling"
-    ZERO_COND_T = "zero_cond_t"
-    GENERATOR = "generator"
-    DTYPE = "dtype"
-    OUTPUT = "output encoding"
-    QUANTIZATION = "transformer quantization"
-    TEXT_ENCODER_QUANTIZATION = "text encoder quantization"
-    LORA_WEIGHTS = "LoRA weights"
-
-
-ALWAYS_SHOWN = (Knob.SIZE, Knob.SCHEDULER, Knob.LORA_SCALE)
 
 # (reference server, trainer's preview, replayed by --diagnose?) — the README's knob table comes from here.
 KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
@@ -100,13 +58,6 @@ KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
 }
 
 
-class LoraMethod(enum.Enum):
-    NONE = "no LoRA"
-    DIFFUSERS_FUSE = "diffusers load_lora_weights + fuse_lora (PEFT delta in the model dtype)"
-    AITK_MERGE = "ai-toolkit merge_in: float32 delta written back in the model dtype"
-    AITK_UNMERGED = "ai-toolkit unmerged: a float32 LoRA branch added at each sample's multiplier"
-
-
 class TextImageSize(enum.Enum):
     SERVER = "server"
     ASPECT_KEPT = "aspect kept"
@@ -115,50 +66,6 @@ class TextImageSize(enum.Enum):
 class NegativeImages(enum.Enum):
     SAME = "same"
     RESIZED_AGAIN = "resized again"
-
-
-PREVIEW_FORMATS = {"jpg": OutputEncoding.JPEG_75, "png": OutputEncoding.PNG, "webp": OutputEncoding.WEBP_80}
-
-
-@dataclass(frozen=True)
-class Setting:
-    value: object
-    shown: str
-    replayable: bool = True
-    key: object = None  # what decides "differs" for this case; defaults to value
-
-    @property
-    def effect_key(self) -> object:
-        return self.value if self.key is None else self.key
-
-
-@dataclass(frozen=True)
-class Wiring:
-    name: str
-    settings: tuple[tuple[Knob, Setting], ...]
-
-    def __getitem__(self, knob: Knob) -> Setting:
-        for k, s in self.settings:
-            if k is knob:
-                return s
-        raise KeyError(knob)
-
-    def value(self, knob: Knob) -> object:
-        return self[knob].value
-
-    def with_setting(self, knob: Knob, setting: Setting, name: str | None = None) -> Wiring:
-        return Wiring(name or self.name, tuple((k, setting if k is knob else s) for k, s in self.settings))
-
-
-@dataclass(frozen=True)
-class RuntimeFacts:
-    """What only the loaded model and the opened images can tell."""
-
-    scheduler_config: tuple[tuple[str, object], ...]
-    zero_cond_t: bool
-    dtype: str
-    image_sizes: dict[str, tuple[int, int]]  # control image path -> (width, height)
-    lora_file_dtype: str | None = None
 
 
 def scheduler_items(config: dict[str, object]) -> tuple[tuple[str, object], ...]:
@@ -330,18 +237,3 @@ def _dtype_name(value: str) -> str:
     )
 
 
-def differing(a: Wiring, b: Wiring) -> tuple[Knob, ...]:
-    """Knobs whose effect differs between two wirings for this case, in table order."""
-    return tuple(k for k, s in a.settings if s.effect_key != b[k].effect_key)
-
-
-def flip(base: Wiring, source: Wiring, knob: Knob) -> Wiring:
-    """`base` with one knob taken from `source` (an ablation variant)."""
-    return base.with_setting(knob, source[knob], name=f"{base.name} + {source.name} {knob.value}")
-
-
-def combine(base: Wiring, source: Wiring, knobs: tuple[Knob, ...], name: str) -> Wiring:
-    wiring = base
-    for knob in knobs:
-        wiring = wiring.with_setting(knob, source[knob])
-    return replace(wiring, name=name)

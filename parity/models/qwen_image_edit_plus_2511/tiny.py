@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from parity.models.qwen_image_edit_plus_2511.spec import SCHEDULER_CONFIG
+
 TINY_RECIPE = 3  # bump when anything below changes what gets built (2: weights portable across CPUs; 3: 16x VAE)
 
 # Qwen2.5-VL special tokens, in the order the real vocabulary has them (after the byte-level BPE tokens).
@@ -66,24 +68,6 @@ _QWEN2_SPLIT = (
 TEXT_HIDDEN = 32
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-
-# The scheduler config of Qwen/Qwen-Image-Edit-2511 (the same numbers ai-toolkit hard-codes for Qwen-Image).
-SCHEDULER_CONFIG = {
-    "base_image_seq_len": 256,
-    "base_shift": 0.5,
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": 0.9,
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": 0.02,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
-}
 
 TRANSFORMER_CONFIG = {
     "patch_size": 2,

@@ -1,0 +1,106 @@
+"""Wiring as data, the vocabulary every model shares: knobs, their settings, a wiring, ablation variants.
+
+A knob's `value` is what the renderer uses; its `key` is what decides whether two wirings differ *for this
+case* (e.g. the text-encoder resize rules differ, but for square control images they give the same size).
+Knobs the harness cannot replay (a quantized training model, the float32 training LoRA weights) are carried
+with replayable=False and shown, never dropped. What each model's server and trainer set every knob to is the
+model package's (`parity/models/<model>/knobs.py`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from parity.core.images import OutputEncoding
+
+
+class Knob(enum.Enum):
+    SIZE = "size snapping"
+    SCHEDULER = "scheduler"
+    LORA_SCALE = "LoRA scale"
+    LORA_METHOD = "LoRA application"
+    CFG_RENORM = "CFG renormalisation"
+    TEXT_IMAGES = "text encoder: which control images"
+    TEXT_IMAGE_SIZE = "text encoder: control image size"
+    NEGATIVE_IMAGES = "text encoder: negative prompt's images"
+    TEXT_IMAGE_PREP = "text encoder: kernel and value range"
+    VAE_IMAGES = "VAE: control images"
+    VAE_TILING = "VAE tiling"
+    ZERO_COND_T = "zero_cond_t"
+    GENERATOR = "generator"
+    DTYPE = "dtype"
+    OUTPUT = "output encoding"
+    QUANTIZATION = "transformer quantization"
+    TEXT_ENCODER_QUANTIZATION = "text encoder quantization"
+    LORA_WEIGHTS = "LoRA weights"
+
+
+ALWAYS_SHOWN = (Knob.SIZE, Knob.SCHEDULER, Knob.LORA_SCALE)
+
+class LoraMethod(enum.Enum):
+    NONE = "no LoRA"
+    DIFFUSERS_FUSE = "diffusers load_lora_weights + fuse_lora (PEFT delta in the model dtype)"
+    AITK_MERGE = "ai-toolkit merge_in: float32 delta written back in the model dtype"
+    AITK_UNMERGED = "ai-toolkit unmerged: a float32 LoRA branch added at each sample's multiplier"
+
+
+PREVIEW_FORMATS = {"jpg": OutputEncoding.JPEG_75, "png": OutputEncoding.PNG, "webp": OutputEncoding.WEBP_80}
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: object
+    shown: str
+    replayable: bool = True
+    key: object = None  # what decides "differs" for this case; defaults to value
+
+    @property
+    def effect_key(self) -> object:
+        return self.value if self.key is None else self.key
+
+
+@dataclass(frozen=True)
+class Wiring:
+    name: str
+    settings: tuple[tuple[Knob, Setting], ...]
+
+    def __getitem__(self, knob: Knob) -> Setting:
+        for k, s in self.settings:
+            if k is knob:
+                return s
+        raise KeyError(knob)
+
+    def value(self, knob: Knob) -> object:
+        return self[knob].value
+
+    def with_setting(self, knob: Knob, setting: Setting, name: str | None = None) -> Wiring:
+        return Wiring(name or self.name, tuple((k, setting if k is knob else s) for k, s in self.settings))
+
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """What only the loaded model and the opened images can tell."""
+
+    scheduler_config: tuple[tuple[str, object], ...]
+    zero_cond_t: bool
+    dtype: str
+    image_sizes: dict[str, tuple[int, int]]  # control image path -> (width, height)
+    lora_file_dtype: str | None = None
+
+
+def differing(a: Wiring, b: Wiring) -> tuple[Knob, ...]:
+    """Knobs whose effect differs between two wirings for this case, in table order."""
+    return tuple(k for k, s in a.settings if s.effect_key != b[k].effect_key)
+
+
+def flip(base: Wiring, source: Wiring, knob: Knob) -> Wiring:
+    """`base` with one knob taken from `source` (an ablation variant)."""
+    return base.with_setting(knob, source[knob], name=f"{base.name} + {source.name} {knob.value}")
+
+
+def combine(base: Wiring, source: Wiring, knobs: tuple[Knob, ...], name: str) -> Wiring:
+    wiring = base
+    for knob in knobs:
+        wiring = wiring.with_setting(knob, source[knob])
+    return replace(wiring, name=name)

@@ -1,0 +1,56 @@
+"""Qwen-Image-Edit-2511 as the resolver and both wirings see it: the server's fixed rules and the scheduler configs.
+
+The server is runcomfy-com/ai-toolkit-inference src/pipelines/qwen_image.py (QwenImageEditPlus2511Pipeline); the
+trainer is ostris/ai-toolkit extensions_built_in/diffusion_models/qwen_image/.
+"""
+
+from __future__ import annotations
+
+from parity.models.spec import ModelSpec
+
+SPEC = ModelSpec(
+    id="qwen_image_edit_plus_2511",
+    package="parity.models.qwen_image_edit_plus_2511",
+    size_divisor=32,
+    default_neg="",
+    requires_control_image=True,
+    max_control_images=3,
+    max_loras=1,
+)
+
+# The scheduler config of Qwen/Qwen-Image-Edit-2511 (the checkpoint's scheduler_config.json).
+SCHEDULER_CONFIG = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+# ai-toolkit's hard-coded scheduler config for Qwen-Image models (qwen_image.py): the same numbers today, but the
+# trainer never reads the checkpoint's, so the two are kept apart (the scheduler knob compares them).
+AITK_SCHEDULER_CONFIG: dict[str, object] = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}

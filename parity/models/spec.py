@@ -1,0 +1,18 @@
+"""What a model package declares about its model for the resolver: torch-free, read before anything renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The reference server's fixed rules for one model id (those the resolver reads) and where the rest lives."""
+
+    id: str
+    package: str  # the model package: size rules, knobs, wiring, denoise loop, tiny model
+    size_divisor: int  # the server floors width and height to a multiple of this
+    default_neg: str  # the server's negative prompt when a request has none
+    requires_control_image: bool
+    max_control_images: int
+    max_loras: int
