@@ -41,12 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parity.cases.suite import load_cases
 from parity.models.knobs import LoraMethod
 from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
-from parity.models.qwen_image_edit_plus_2511.tiny import (
-    LORA_TARGETS,
-    SCHEDULER_CONFIG,
-    build_processor,
-    build_tokenizer,
-)
+from parity.models.qwen_image_edit_plus_2511.spec import SCHEDULER_CONFIG
+from parity.models.qwen_image_edit_plus_2511.tiny import LORA_TARGETS, build_processor, build_tokenizer
 from parity.models.qwen_image_edit_plus_2511.wiring import condition_tensor, encode, resize_for_text
 from parity.render.engine import Engine
 
