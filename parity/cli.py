@@ -124,7 +124,7 @@ def _report(args) -> int:
 
 
 def _summary(args) -> int:
-    from parity.report.html import summary
+    from parity.report import summary
     from parity.results.record import read_json
 
     path = Path(args.results)

@@ -88,6 +88,36 @@ def test_an_invalid_file_is_an_error_row_and_exit_2_while_good_files_run(write_c
     assert statuses == {"bad::(case file)": "error", "good::only": "fail"}
 
 
+def test_report_summary_of_a_real_run_as_markdown_and_text(write_case, workdir, capsys):
+    """`parity report summary` on the results.json of a real run: worst first, linked to the report's sections."""
+    good = write_case(
+        """
+        sample:
+          width: 64
+          height: 64
+          sample_steps: 2
+          guidance_scale: 1
+          neg: ""
+          samples: [{name: only, prompt: a, ctrl_img_1: inputs/square.png}]
+        """,
+        "good.yaml",
+    )
+    write_case("sample: {sample_stepz: 3, prompts: [a]}\n", "bad.yaml")
+    out = workdir / "out"
+    assert main(["run", str(good.parent), "--out", str(out)]) == 2
+    capsys.readouterr()
+    assert main(["report", "summary", str(out), "--markdown", "--report-url", "https://ci.example/r"]) == 0
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("### parity: 0 passed, 1 failed, 1 errors")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| status | case |") and len(rows) == 3  # header and the two cases
+    assert "error" in rows[1] and "[bad::(case file)](https://ci.example/r#case-" in rows[1]
+    assert "fail" in rows[2] and "[good::only](https://ci.example/r#case-" in rows[2]
+    assert main(["report", "summary", str(out / "results.json")]) == 0
+    assert "1 failed, 1 errors" in capsys.readouterr().out
+    assert main(["report", "summary", str(workdir / "nowhere")]) == 2
+
+
 def test_bad_device_is_a_usage_error(write_case):
     path = write_case("sample: {prompts: ['a --ctrl_img inputs/hat.png']}\n")
     assert main(["run", str(path), "--device", "tpu"]) == 2
