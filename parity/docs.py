@@ -48,10 +48,15 @@ def _limits(meta) -> str:
     if choices:
         return f" One of: {', '.join(f'`{c}`' for c in choices)}."
     if low is not None and high is not None:
-        return f" Range {low:g}..{high:g}." if isinstance(low, float) or isinstance(high, float) else f" Range {low}..{high}."
-    if low is not None:
-        return f" At least {low:g}."
-    return ""
+        text = f" Range {low:g}..{high:g}." if isinstance(low, float) or isinstance(high, float) else f" Range {low}..{high}."
+    else:
+        text = f" At least {low:g}." if low is not None else ""
+    server = meta.get("server")
+    if server:
+        s_low, s_high = server
+        accepts = f"{s_low}..{s_high}" if s_high is not None else f"at least {s_low}"
+        text += f" The reference server accepts {accepts}; outside it the case is an error row."
+    return text
 
 
 def options_markdown() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.cases.suite import CASE_SUFFIXES, load_cases
 from parity.core.environment import env_changes, reproducible_cpu_math
 from parity.core.errors import CaseFileError

@@ -70,7 +70,8 @@ sample:
 def test_calibrate_writes_next_to_the_set_and_the_next_run_judges_by_it(write_case, workdir, cpu_set, capsys, monkeypatch):
     path = write_case(PINNED)
     preview = write_case(
-        PINNED.replace("loras:", "baseline_kind: preview\nloras:").replace("a hat\", ", "a hat\", baseline: p.jpg, "),
+        PINNED.replace("loras:", "baseline_kind: preview\nloras:").replace("a hat\", ", "a hat\", baseline: p.jpg, ")
+        + '    - {name: r, prompt: "a hat", seed: -1, baseline: p.jpg, ctrl_img_1: inputs/square.png}\n',  # server refuses
         "previews.yaml",
     )
     (path.parent / "p.jpg").write_bytes((workdir / "cases" / "inputs" / "square.png").read_bytes())
@@ -83,6 +84,7 @@ def test_calibrate_writes_next_to_the_set_and_the_next_run_judges_by_it(write_ca
     assert set(data["cases"]["a"]["measured"]) == {"repeat", "kernels"}
     assert data["cases"]["a"]["measured"]["repeat"]["psnr"] == math.inf  # a repeat on one machine is exact
     preview_data = yaml.safe_load((workdir / "baselines" / "previews" / cpu_set / "calibration.yaml").read_text())
+    assert set(preview_data["cases"]) == {"a"} and "skipped previews::r: the reference server refuses it (seed -1" in out
     measured = preview_data["cases"]["a"]["measured"]
     assert set(measured) == {"repeat", "kernels", "encoding"}
     # JPEG previews are judged after the trainer's encoding: the encoding itself is reported, not a floor

@@ -4,11 +4,9 @@ import os
 
 import pytest
 
-from parity.cases.resolve import (
-    inject_trigger,
-    resolve_suite,
-)
+from parity.cases.resolve import resolve_suite
 from parity.cases.schema import load_suite
+from parity.cases.trainer import inject_trigger
 from parity.core.errors import CaseFileError
 from parity.core.thresholds import BaselineKind
 from parity.models.qwen_image_edit_plus_2511.geometry import (
@@ -214,9 +212,8 @@ def test_pinned_baselines_default_to_the_baselines_folder(write_case, workdir):
     "item, field, message",
     [
         ("{prompt: 'a --seed x', ctrl_img_1: inputs/hat.png}", "sample.samples[0].prompt", "--seed needs a whole number"),
-        ("{prompt: 'a --w 8000', ctrl_img_1: inputs/hat.png}", "sample.samples[0].prompt", "width 8000 is outside"),
+        ("{prompt: 'a --steps 0', ctrl_img_1: inputs/hat.png}", "sample.samples[0].prompt", "sample_steps 0 is outside what the trainer accepts"),
         ("{prompt: a}", "sample.samples[0]", "needs at least one control image"),
-        ("{prompt: a, seed: -1, ctrl_img_1: inputs/hat.png}", "sample.samples[0].seed", "cannot be reproduced"),
     ],
 )
 def test_resolution_problems_name_field_and_fix(write_case, item, field, message):
@@ -226,6 +223,38 @@ def test_resolution_problems_name_field_and_fix(write_case, item, field, message
     assert problem.field == field
     assert message in problem.message
     assert problem.fix and problem.file.endswith("suite.yaml") and problem.line == 3
+
+
+@pytest.mark.parametrize(
+    "item, requested, refusal",
+    [
+        ("{prompt: 'a --w 8000'}", ("width", 8000), "width 8000 is outside what its request schema accepts (64..4096)"),
+        ("{prompt: a, width: 32}", ("width", 32), "width 32 is outside what its request schema accepts (64..4096)"),
+        ("{prompt: a, sample_steps: 200}", ("steps", 200), "sample_steps 200 is outside what its request schema accepts (1..150)"),
+        ("{prompt: a, guidance_scale: 25}", ("guidance_scale", 25.0), "guidance_scale 25 is outside what its request schema accepts (0..20)"),
+        ("{prompt: a, guidance_scale: -1}", ("guidance_scale", -1.0), "guidance_scale -1 is outside what its request schema accepts (0..20)"),
+        ("{prompt: a, seed: -5}", ("seed", -5), "seed -5 is outside what its request schema accepts (at least -1)"),
+        ("{prompt: a, seed: -1}", ("seed", -1), "seed -1 makes it draw a random seed, so its image cannot be reproduced"),
+        ("{prompt: a, network_multiplier: 2.5}", ("lora_scale", 2.5), "LoRA scale 2.5 is outside what its request schema accepts (-2..2)"),
+    ],
+)
+def test_values_the_trainer_renders_but_the_server_refuses_resolve_as_refused_cases(write_case, item, requested, refusal):
+    """ai-toolkit renders these samples (sizes are clamped to at least 64 and rounded; steps, guidance, seeds and
+    multipliers are taken as they are); the reference server's request schema refuses them. The case resolves,
+    with the trainer's settings, and carries why the server refuses it."""
+    head = "loras: [{path: loras/tiny.safetensors}]\nsample:\n  samples:\n"
+    (case,) = resolve(write_case, head + "    - " + item.replace("}", ", ctrl_img_1: inputs/hat.png}") + "\n")
+    assert getattr(case.requested, requested[0]) == requested[1]
+    assert case.refused == (refusal,)
+    if requested[0] == "width":
+        assert case.preview.width == max(64, requested[1] // 32 * 32)  # the trainer's clamp and rounding
+
+
+def test_values_inside_the_server_ranges_are_not_refused(write_case):
+    text = "loras: [{path: loras/tiny.safetensors}]\nsample:\n  width: 4096\n  height: 64\n  seed: 0\n  samples:\n"
+    text += "    - {prompt: a, sample_steps: 150, guidance_scale: 20, network_multiplier: -2, ctrl_img_1: inputs/hat.png}\n"
+    (case,) = resolve(write_case, text)
+    assert case.refused == ()
 
 
 def test_preview_suites_need_a_baseline_per_sample(write_case):

@@ -85,6 +85,17 @@ def test_one_broken_case_does_not_stop_the_suite(write_case, workdir):
     assert paths.index_html.is_file()
 
 
+def test_a_sample_the_server_refuses_is_an_error_row_and_the_others_run(write_case, workdir, cpu_set):
+    """The trainer drew a sample at guidance 32; the reference server's request schema refuses it: that case is an
+    error row saying so (nothing rendered, no baseline written); the suite's other case runs."""
+    text = SUITE.replace("network_multiplier: 0.5}", "network_multiplier: 0.5, guidance_scale: 32}")
+    results, _ = run(load_cases(write_case(text)), workdir / "out")
+    assert [r.status for r in results] == [Status.FAIL, Status.ERROR]  # a: baseline written for review
+    assert "the reference server refuses this request: guidance_scale 32 is outside" in results[1].reason
+    assert "(0..20)" in results[1].reason and "Fix:" in results[1].reason
+    assert not (workdir / "baselines" / "suite" / cpu_set / "b.png").exists()
+
+
 def test_case_folders_never_escape_the_output_folder():
     assert safe_name("../../etc/passwd") == "_.._etc_passwd"
     assert "/" not in safe_name("suite::a/b") and safe_name("..") == "_"

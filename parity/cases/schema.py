@@ -24,7 +24,7 @@ from parity.models import MODELS, did_you_mean
 AI_TOOLKIT = "ai-toolkit"
 HARNESS = "harness"
 
-_INT_MAX = 2**64 - 1
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what torch.manual_seed accepts (the trainer seeds with it)
 
 
 def key(
@@ -37,8 +37,15 @@ def key(
     choices: tuple[str, ...] | None = None,
     origin: str = AI_TOOLKIT,
     numeric_text: bool = False,
+    server: tuple[float | None, float | None] | None = None,
 ) -> Any:
-    """A schema field: the YAML key's help text, default and limits live here and nowhere else."""
+    """A schema field: the YAML key's help text, default and limits live here and nowhere else.
+
+    `minimum`/`maximum` are what a case file may hold (for sample settings: what ai-toolkit's trainer accepts, so
+    every sample it renders loads); `server` is the range the reference server's request schema accepts
+    (ai-toolkit-inference src/schemas/request.py). A value outside it loads, and its case is an error row that
+    says the server refuses it.
+    """
     meta = {
         "help": help,
         "required": required,
@@ -47,6 +54,7 @@ def key(
         "choices": choices,
         "origin": origin,
         "numeric_text": numeric_text,
+        "server": server,
     }
     return field(default=MISSING if required else default, metadata=meta)
 
@@ -64,6 +72,7 @@ class LoraEntry:
         "LoRA scale for every sample of the suite; unset: each sample's own network_multiplier.",
         origin=HARNESS,
         numeric_text=True,
+        server=(-2, 2),
     )
 
 
@@ -87,16 +96,20 @@ class SampleItemEntry:
         "The prompt, with optional ai-toolkit `--` flags (--n, --w, --h, --seed/--d, --cfg/--l, --steps/--s, "
         "--m/--network_multiplier, --ctrl_img). ai-toolkit skips items without one (their settings then shift)."
     )
-    width: int | None = key("Width in pixels; unset: sample.width.", minimum=64, maximum=4096)
-    height: int | None = key("Height in pixels; unset: sample.height.", minimum=64, maximum=4096)
+    width: int | None = key("Width in pixels; unset: sample.width.", server=(64, 4096))
+    height: int | None = key("Height in pixels; unset: sample.height.", server=(64, 4096))
     neg: str | bool | None = key("Negative prompt; unset: sample.neg.")
     seed: int | None = key(
-        "Seed of this sample; unset: the walked or carried-over seed (see sample.walk_seed).", minimum=-1, maximum=_INT_MAX
+        "Seed of this sample; unset: the walked or carried-over seed (see sample.walk_seed). -1: the reference "
+        "server draws a random one, so the case is an error row.",
+        minimum=_INT_MIN,
+        maximum=_INT_MAX,
+        server=(-1, None),
     )
-    guidance_scale: float | None = key("CFG scale (true CFG); unset: sample.guidance_scale.", minimum=0, maximum=20)
-    sample_steps: int | None = key("Denoising steps; unset: sample.sample_steps.", minimum=1, maximum=150)
+    guidance_scale: float | None = key("CFG scale (true CFG); unset: sample.guidance_scale.", server=(0, 20))
+    sample_steps: int | None = key("Denoising steps; unset: sample.sample_steps.", minimum=1, server=(1, 150))
     network_multiplier: float | None = key(
-        "LoRA multiplier of this sample; unset: sample.network_multiplier.", numeric_text=True
+        "LoRA multiplier of this sample; unset: sample.network_multiplier.", numeric_text=True, server=(-2, 2)
     )
     ctrl_img: str | None = key(
         "Legacy single control image (also fills ctrl_img_1); relative to the case file."
@@ -133,22 +146,22 @@ class SampleBlock:
     sampler: str = key("Accepted for compatibility; Qwen edit models always use flow-match Euler.", "ddpm")
     sample_every: int = key("Accepted for compatibility (training cadence).", 100, minimum=1)
     sample_start_step: int = key("Accepted for compatibility (training cadence).", 0, minimum=0)
-    width: int = key("Default width of every sample.", 512, minimum=64, maximum=4096)
-    height: int = key("Default height of every sample.", 512, minimum=64, maximum=4096)
+    width: int = key("Default width of every sample.", 512, server=(64, 4096))
+    height: int = key("Default height of every sample.", 512, server=(64, 4096))
     neg: str | bool = key(
         "Default negative prompt. ai-toolkit's default `false` cannot be encoded by the trainer's Qwen edit "
         "path; the reference server sends \"\".",
         False,
     )
-    seed: int = key("Start seed.", 0, minimum=-1, maximum=_INT_MAX)
+    seed: int = key("Start seed (-1: the reference server draws a random one, so the case is an error row).", 0, minimum=_INT_MIN, maximum=_INT_MAX, server=(-1, None))
     walk_seed: bool = key(
         "true: sample i gets seed + i. false: every sample gets `seed`, and a sample's own seed carries over "
         "to the samples after it that have none.",
         False,
     )
-    guidance_scale: float = key("Default CFG scale.", 7.0, minimum=0, maximum=20)
-    sample_steps: int = key("Default number of denoising steps.", 20, minimum=1, maximum=150)
-    network_multiplier: float = key("Default LoRA multiplier.", 1.0, numeric_text=True)
+    guidance_scale: float = key("Default CFG scale.", 7.0, server=(0, 20))
+    sample_steps: int = key("Default number of denoising steps.", 20, minimum=1, server=(1, 150))
+    network_multiplier: float = key("Default LoRA multiplier.", 1.0, numeric_text=True, server=(-2, 2))
     guidance_rescale: float = key("Accepted for compatibility; not used by Qwen edit models.", 0.0)
     format: str = key("Preview file format the trainer wrote.", "jpg", choices=("jpg", "png", "webp"))
     adapter_conditioning_scale: float = key("Accepted for compatibility; no adapter here.", 1.0)
@@ -432,7 +445,10 @@ class _Checker:
     def in_range(self, path: str, value: float, meta: typing.Mapping[str, Any]) -> float | None:
         low, high = meta.get("minimum"), meta.get("maximum")
         if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            if high is None:
+                self.fail(path, value, f"less than {low:g}", f"use a value of at least {low:g}. {meta['help']}")
+                return None
+            bounds = f"{low if low is not None else '-inf'}..{high}"
             self.fail(path, value, f"out of range {bounds}", f"use a value in {bounds}. {meta['help']}")
             return None
         return value

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parity.cases import lorafile
-from parity.cases.resolve import Case, resolve_suite
+from parity.cases.case import Case
+from parity.cases.resolve import resolve_suite
 from parity.cases.schema import LoadedSuite, load_suite
 from parity.core.errors import CaseFileError, CaseRunError, ModelLoadError, Problem
 from parity.core.images import open_with_notes

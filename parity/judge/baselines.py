@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.core import envclass
 from parity.core.atomic import sha256_of, write_text
 from parity.core.envclass import EnvClass

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.core import envclass
 from parity.core.environment import reproducible_cpu_math
-from parity.core.errors import LoraRefused
+from parity.core.errors import CaseRunError, LoraRefused
 from parity.core.images import encode_output, open_with_notes
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
 from parity.models.qwen_image_edit_plus_2511.knobs import preview_wiring, reference_wiring, scheduler_items
@@ -164,6 +164,12 @@ class Engine:
         """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it.
         `fresh_caches`: take text embeddings and control latents from a second set of caches, which starts empty
         (calibrate's repeat pass: each input is computed anew once, then shared by the pass's cases)."""
+        if case.refused and (wiring is None or wiring.name == "reference"):
+            raise CaseRunError(
+                "the reference server refuses this request: " + "; ".join(case.refused) + " (the trainer rendered it)",
+                "the served model cannot reproduce this preview; to compare the two, sample with values the server "
+                "accepts (README, case file reference: each setting's server range)",
+            )
         timings: dict[str, float] = {}
         cuda = self.device.startswith("cuda")
         if cuda:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.core.errors import CaseRunError
 from parity.core.images import OutputEncoding
 from parity.models.knobs import Knob, Setting

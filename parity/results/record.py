@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parity.cases.resolve import Settings
+from parity.cases.case import Settings
 from parity.core.atomic import write_text
 from parity.core.thresholds import Thresholds
 from parity.judge.baselines import BaselineAction

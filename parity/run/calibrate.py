@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.cases.suite import SuiteLoad
 from parity.core import envclass
 from parity.core.errors import ParityError
@@ -57,6 +57,9 @@ def calibrate(loads: list[SuiteLoad], device: str = "cpu", write: bool = True, l
     from parity.core.environment import fingerprint
     from parity.render.engine import Engine
 
+    for case in (case for load in loads for case in load.cases if case.refused):
+        log(f"parity calibrate: skipped {case.id}: the reference server refuses it ({'; '.join(case.refused)})")
+    loads = [replace(load, cases=tuple(case for case in load.cases if not case.refused)) for load in loads]
     cases = [case for load in loads for case in load.cases]
     if not cases:
         raise ParityError("no valid case to calibrate")
@@ -183,7 +186,7 @@ def _render_worker(folder: str, device: str, paths: list[str]) -> int:
     engine = Engine(device)
     index = {}
     for load in load_all([Path(p) for p in paths]):
-        for case in load.cases:
+        for case in (case for case in load.cases if not case.refused):  # as calibrate skips them
             file = f"{len(index)}.png"
             save_png(engine.render(case).image, Path(folder) / file)
             index[case.id] = file

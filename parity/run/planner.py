@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 
 T = TypeVar("T")
 

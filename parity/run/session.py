@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.core import envclass
 from parity.core.envclass import EnvClass
 from parity.core.environment import fingerprint

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from parity.cases.resolve import Case
+from parity.cases.case import Case
 from parity.core.images import OutputEncoding
 from parity.models.knobs import PREVIEW_FORMATS, Knob, LoraMethod, RuntimeFacts, Setting, Wiring
 from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
