@@ -125,7 +125,7 @@ def _report(args) -> int:
 
 def _summary(args) -> int:
     from parity.report import summary
-    from parity.results.record import read_json
+    from parity.results.format import read_json
 
     path = Path(args.results)
     if path.is_dir():

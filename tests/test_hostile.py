@@ -28,7 +28,8 @@ from parity.cli import main
 from parity.core.errors import CaseFileError, CaseRunError, LoraRefused, ModelLoadError
 from parity.judge.compare import Metrics
 from parity.render.engine import Engine
-from parity.results.record import CaseResult, RunInfo, Status, read_json, write_json
+from parity.results.format import read_json, write_json
+from parity.results.record import CaseResult, RunInfo, Status
 from parity.run.outdir import LOCK_NAME, OutputLock
 
 GOOD = "{name: good, prompt: a hat, ctrl_img_1: inputs/square.png}"

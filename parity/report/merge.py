@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from parity.report.html import write_report
-from parity.results.record import CasePaths, ReportPaths, RunInfo, read_json, write_json
+from parity.results.format import read_json, write_json
+from parity.results.record import CasePaths, ReportPaths, RunInfo
 
 
 def merge_results(inputs: list[Path], out: Path) -> ReportPaths:

@@ -37,7 +37,8 @@ from parity.judge.compare import Metrics, check, compare, heatmap, measure
 from parity.judge.diagnose import diagnose, wiring_rows
 from parity.judge.verdict import case_status
 from parity.models.knobs import Knob, Setting
-from parity.results.record import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status, write_json
+from parity.results.format import write_json
+from parity.results.record import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status
 from parity.run.outdir import OutputLock
 
 PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
