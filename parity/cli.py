@@ -226,6 +226,8 @@ def _run(args) -> int:
     )
     for reason in dict.fromkeys(r.reason for r in session.results if r.status is Status.SKIP):
         print(f"parity: {reason}", file=sys.stderr)
+    for path in session.unused_baselines:
+        print(visible(f"parity: no case uses this baseline any more (left in place): {path}"), file=sys.stderr)
     if not complete:
         return 130
     if any(load.error is not None for load in loads):

@@ -16,6 +16,7 @@ from parity.cases.case import Case
 from parity.cases.suite import CASE_SUFFIXES, load_cases
 from parity.core.environment import env_changes, reproducible_cpu_math
 from parity.core.errors import CaseFileError
+from parity.core.visible import visible
 from parity.judge.compare import describe
 from parity.judge.diagnose import cause_text
 from parity.results.record import CaseResult, Status
@@ -160,6 +161,8 @@ class PytestParity:
         )
         for reason in dict.fromkeys(r.reason for r in self._session.results if r.status is Status.SKIP):
             reporter.write_line(reason, yellow=True)
+        for path in self._session.unused_baselines:
+            reporter.write_line(visible(f"no case uses this baseline any more (left in place): {path}"), yellow=True)
 
 
 class CaseFile(pytest.File):

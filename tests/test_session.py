@@ -6,6 +6,8 @@ import numpy as np
 from PIL import Image
 
 from parity.cases.suite import load_cases
+from parity.report.summary import markdown
+from parity.results.format import read_json
 from parity.results.record import Status
 from parity.run.session import ParitySession, RunOptions, safe_name
 
@@ -55,6 +57,26 @@ def test_first_run_writes_baselines_and_fails_then_passes(write_case, workdir, c
     assert {"text_encode", "vae_encode", "denoise", "decode", "compare", "total"} <= case["timings"].keys()
     html = paths.index_html.read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert data["run"]["unused_baselines"] == []
+
+
+def test_baselines_no_case_uses_are_reported_never_deleted(write_case, workdir, cpu_set):
+    """Found over every case of the run's case files, even when the run selected one (b's image is in use)."""
+    cases = load_cases(write_case(SUITE))
+    run(cases, workdir / "out1")  # writes a.png and b.png
+    folder = workdir / "baselines" / "suite"
+    stray = [folder / cpu_set / "renamed-sample.png", folder / "unkeyed-old.png"]
+    for path in stray:
+        path.write_bytes((folder / cpu_set / "a.png").read_bytes())
+    (folder / cpu_set / "notes.txt").write_text("not a baseline")
+    (result,), paths = run(cases[:1], workdir / "out2")
+    assert result.status is Status.PASS
+    data = json.loads(paths.results_json.read_text())
+    assert data["run"]["unused_baselines"] == [str(stray[1]), str(stray[0])]
+    assert all(path.is_file() for path in stray)  # never deleted
+    run_info, results = read_json(paths.results_json)
+    assert f"- `{stray[0]}`" in markdown(run_info, results) and "never deletes them" in markdown(run_info, results)
+    assert "unused baselines" in paths.index_html.read_text()
 
 
 def test_a_changed_baseline_fails_with_metrics_and_update_rewrites_it(write_case, workdir, cpu_set):

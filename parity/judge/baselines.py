@@ -100,6 +100,27 @@ def class_folders(folder: str) -> list[EnvClass]:
     return [env for entry in sorted(os.listdir(folder)) if (env := envclass.parse(entry)) and os.path.isdir(os.path.join(folder, entry))]
 
 
+def unused(cases: list[Case]) -> tuple[str, ...]:
+    """Pinned baselines no case uses any more: images in a suite's baselines folder (or one of its class sets)
+    whose name no case of the suites has. `cases` must be every case of those suites, not a selection. Reported,
+    never deleted: a renamed or removed sample leaves its images behind, and only a person knows."""
+    used: dict[str, set[str]] = {}
+    for case in cases:
+        if case.baseline_kind is BaselineKind.PINNED and case.baselines_dir:
+            used.setdefault(case.baselines_dir, set())
+            if case.baseline and os.path.dirname(case.baseline) == case.baselines_dir:
+                used[case.baselines_dir].add(os.path.basename(case.baseline))
+    found = []
+    for folder, names in sorted(used.items()):
+        for sub in (folder, *(os.path.join(folder, env.key) for env in class_folders(folder))):
+            if not os.path.isdir(sub):
+                continue
+            for entry in sorted(os.listdir(sub)):
+                if entry.lower().endswith(".png") and entry not in names and os.path.isfile(os.path.join(sub, entry)):
+                    found.append(os.path.join(sub, entry))
+    return tuple(found)
+
+
 def choose(case: Case, run_class: EnvClass) -> BaselineChoice:
     """The baseline a case is compared with in an environment of `run_class` (nothing is written here)."""
     if case.baseline is None:

@@ -173,6 +173,9 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
     missing = sorted({r.reason for r in results if r.status is Status.SKIP})
     if missing:
         banner = " ".join([*missing, banner]).strip()
+    if run.unused_baselines:
+        run_rows = (*run_rows, ("unused baselines", f"{len(run.unused_baselines)} (no case uses them; never deleted): "
+                                + ", ".join(run.unused_baselines)))
     return ReportView(
         title="parity report",
         complete=run.complete,

@@ -28,6 +28,7 @@ def merge_results(inputs: list[Path], out: Path) -> ReportPaths:
         finished=None if any(r.finished is None for r in runs) else max(r.finished for r in runs),
         complete=all(r.complete for r in runs),
         command=" + ".join(r.command for r in runs),
+        unused_baselines=tuple(dict.fromkeys(path for r in runs for path in r.unused_baselines)),
     )
     write_json(out / "results.json", merged, results)
     return ReportPaths(out / "results.json", write_report(out, merged, results))

@@ -9,6 +9,7 @@ from parity.core.visible import visible
 from parity.report.html import case_anchors, worst_first
 from parity.results.record import CaseResult, RunInfo, Status, counts
 
+UNUSED = "Baselines no case uses any more (renamed or removed samples; parity never deletes them)"
 MARKS = {Status.PASS: "✅ pass", Status.FAIL: "❌ fail", Status.ERROR: "⚠️ error", Status.SKIP: "⏭️ skip"}
 
 
@@ -45,6 +46,8 @@ def markdown(run: RunInfo, results: list[CaseResult], report_url: str = "index.h
             _cell(r.reason.splitlines()[0] if r.reason else ""),
         )
         lines.append("| " + " | ".join(cells) + " |")
+    if run.unused_baselines:
+        lines += ["", f"{UNUSED}:", *(f"- `{_cell(path)}`" for path in run.unused_baselines)]
     lines += ["", f"Full report: [{report_url}]({report_url})"]
     return "\n".join(lines) + "\n"
 
@@ -56,6 +59,7 @@ def text(run: RunInfo, results: list[CaseResult], report_url: str = "index.html"
         m = r.metrics
         metrics = f"SSIM {m.ssim:.4f}, PSNR {_psnr(m.psnr)} dB" if m else "no metrics"
         lines.append(f"  {r.status.value.upper():5} {r.id}: {metrics} — {r.reason.splitlines()[0] if r.reason else ''}")
+    lines.extend(f"unused baseline: {visible(path)}" for path in run.unused_baselines)
     lines.append(f"report: {report_url}")
     return "\n".join(lines) + "\n"
 

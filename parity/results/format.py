@@ -41,7 +41,10 @@ def _same(*names: str) -> tuple[tuple[str, str], ...]:
 
 # record type -> ((JSON key, attribute), ...), in the order the keys are written
 FORMAT: dict[type, tuple[tuple[str, str], ...]] = {
-    RunInfo: _same("started", "finished", "complete", "device", "base_model_override", "environment", "command", "report_seconds"),
+    RunInfo: _same(
+        "started", "finished", "complete", "device", "base_model_override", "environment", "command", "report_seconds",
+        "unused_baselines",
+    ),
     CaseResult: _same(
         "id", "suite", "suite_file", "name", "status", "reason", "index", "metrics", "thresholds", "violations",
         "output_size", "baseline_size", "requested", "effective", "notes", "paths", "baseline_action", "timings",

@@ -77,6 +77,7 @@ class RunInfo:
     environment: dict[str, Any]
     command: str
     report_seconds: float | None = None
+    unused_baselines: tuple[str, ...] = ()  # pinned baselines no case of the run's suites uses (never deleted)
 
 
 def counts(results: list[CaseResult]) -> dict[str, int]:

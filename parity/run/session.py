@@ -30,6 +30,7 @@ from parity.judge.baselines import (
     read_fingerprint,
     set_path,
     settle,
+    unused,
 )
 from parity.judge.calibration import calibrated_classes, calibration_path
 from parity.judge.calibration import read as read_calibration
@@ -66,6 +67,8 @@ class ParitySession:
     _run_class: EnvClass | None = None
     _calibrations: dict = field(default_factory=dict)
     _lock: OutputLock | None = None
+    _suite_files: dict[str, None] = field(default_factory=dict)  # the case files of the cases run, in order
+    unused_baselines: tuple[str, ...] = ()  # found when the report is written
 
     def claim(self) -> None:
         """Check the report folder and hold it for this run (OutDirError: unusable, or another run holds it).
@@ -84,6 +87,7 @@ class ParitySession:
     def run_case(self, case: Case) -> CaseResult:
         """Render, settle the baseline, compare; any failure becomes this case's error row."""
         self.claim()
+        self._suite_files[case.suite_file] = None
         start = time.perf_counter()
         try:
             result = self._run(case)
@@ -140,7 +144,8 @@ class ParitySession:
 
         self.claim()
         try:
-            run = self._run_info(complete)
+            self.unused_baselines = self._unused_baselines()
+            run = replace(self._run_info(complete), unused_baselines=self.unused_baselines)
             out = self.options.out_dir
             start = time.perf_counter()
             index = write_report(out, run, self.results, self.options.self_contained)
@@ -303,6 +308,19 @@ class ParitySession:
     def _record(self, result: CaseResult) -> None:
         self.results.append(result)
         write_json(self.options.out_dir / "results.json", self._run_info(complete=False), self.results)
+
+    def _unused_baselines(self) -> tuple[str, ...]:
+        """Pinned baselines that no case of the run's case files uses, found over every case of those files (a
+        run may have selected a few: -k, shards); a file that no longer loads is left out of the search."""
+        from parity.cases.suite import load_cases
+
+        cases = []
+        for path in self._suite_files:
+            try:
+                cases.extend(load_cases(path))
+            except (ParityError, OSError):
+                continue
+        return unused(cases)
 
     def _run_info(self, complete: bool) -> RunInfo:
         device_info = self._engine.describe() if self._engine is not None else {"device": self.options.device}
