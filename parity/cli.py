@@ -293,11 +293,12 @@ def _fields(args) -> int:
 
 
 def _tiny(args) -> int:
-    from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny, write_tiny_lora
+    from parity.models import DEFAULT_MODEL, part
 
-    print(ensure_tiny())
+    tiny = part(DEFAULT_MODEL, "tiny")
+    print(tiny.ensure_tiny())
     if args.lora:
-        print(write_tiny_lora(args.lora))
+        print(tiny.write_tiny_lora(args.lora))
     return EXIT_OK
 
 

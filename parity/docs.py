@@ -76,11 +76,11 @@ def options_markdown() -> str:
 
 
 def knobs_markdown() -> str:
-    """The knobs of the two wirings (parity/knobs.py)."""
-    from parity.models.qwen_image_edit_plus_2511.knobs import KNOB_RULES
+    """The knobs of the two wirings (the model package's knobs.py)."""
+    from parity.models import DEFAULT_MODEL, part
 
     rows = ["| knob | reference server | training preview | --diagnose |", "|---|---|---|---|"]
-    for knob, (reference, preview, replay) in KNOB_RULES.items():
+    for knob, (reference, preview, replay) in part(DEFAULT_MODEL, "knobs").KNOB_RULES.items():
         rows.append(f"| {knob.value} | {reference} | {preview} | {replay} |")
     return "\n".join(rows) + "\n"
 

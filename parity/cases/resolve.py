@@ -18,8 +18,7 @@ from parity.cases.server import refusals, server_settings
 from parity.cases.trainer import TrainerSample, join, lora_merged, trainer_samples
 from parity.core.errors import CaseFileError, Problem
 from parity.core.thresholds import THRESHOLD_KEYS, BaselineKind, Thresholds, combine
-from parity.models import get_model
-from parity.models.qwen_image_edit_plus_2511.geometry import trainer_size
+from parity.models import get_model, part
 from parity.models.spec import ModelSpec
 
 
@@ -104,6 +103,7 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
     baseline, problems = _baseline(loaded, one, kind, baselines_dir, imported)
     own_baseline = imported is None or one.item.baseline is not None
     name = _name(one)
+    trainer_size = part(model.id, "geometry").trainer_size
     case = Case(
         id=f"{loaded.name}::{name}",
         suite=loaded.name,

@@ -19,7 +19,7 @@ import yaml
 from parity.cases import yamlfile
 from parity.core.errors import CaseFileError, Problem
 from parity.core.thresholds import THRESHOLD_HELP
-from parity.models import MODELS, did_you_mean
+from parity.models import DEFAULT_MODEL, MODELS, did_you_mean
 
 AI_TOOLKIT = "ai-toolkit"
 HARNESS = "harness"
@@ -225,7 +225,7 @@ class SuiteFile:
 
     model: str = key(
         "Harness: registry id of the reference wiring.",
-        "qwen_image_edit_plus_2511",
+        DEFAULT_MODEL,
         choices=tuple(MODELS),
         origin=HARNESS,
     )

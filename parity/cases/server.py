@@ -12,7 +12,7 @@ from dataclasses import fields
 
 from parity.cases.case import LoraRef, Settings
 from parity.cases.schema import LoraEntry, SampleItemEntry
-from parity.models.qwen_image_edit_plus_2511.geometry import server_size, trainer_size
+from parity.models import part
 from parity.models.spec import ModelSpec
 
 _SERVER_RANGES = {f.name: f.metadata.get("server") for f in fields(SampleItemEntry) if f.metadata.get("server")}
@@ -24,9 +24,10 @@ def server_settings(
 ) -> tuple[Settings, list[str]]:
     """The settings the reference server renders with, and a note for every value it changes."""
     notes: list[str] = []
-    width = server_size(requested.width, model.size_divisor)
-    height = server_size(requested.height, model.size_divisor)
-    drawn = f"{trainer_size(requested.width)}x{trainer_size(requested.height)}"
+    geometry = part(model.id, "geometry")
+    width = geometry.server_size(requested.width, model.size_divisor)
+    height = geometry.server_size(requested.height, model.size_divisor)
+    drawn = f"{geometry.trainer_size(requested.width)}x{geometry.trainer_size(requested.height)}"
     if (width, height) != (requested.width, requested.height):
         notes.append(
             f"size {requested.width}x{requested.height} -> {width}x{height}: the reference server floors to a "

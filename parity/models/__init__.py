@@ -4,11 +4,20 @@ one line here; see the README's architecture section for what a package provides
 from __future__ import annotations
 
 import difflib
+import importlib
+from types import ModuleType
 
 from parity.models.qwen_image_edit_plus_2511.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2511
 from parity.models.spec import ModelSpec
 
 MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in (QWEN_IMAGE_EDIT_PLUS_2511,)}
+DEFAULT_MODEL = QWEN_IMAGE_EDIT_PLUS_2511.id  # a case file's `model:` when it names none
+
+
+def part(model_id: str, name: str) -> ModuleType:
+    """One module of a model's package: `geometry`, `knobs`, `wiring` or `tiny` (imported on first use: the
+    render side needs torch, the registry does not)."""
+    return importlib.import_module(f"{get_model(model_id).package}.{name}")
 
 
 def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:

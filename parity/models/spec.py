@@ -11,6 +11,7 @@ class ModelSpec:
 
     id: str
     package: str  # the model package: size rules, knobs, wiring, denoise loop, tiny model
+    pipeline: str  # the diffusers pipeline class the reference server loads the checkpoint with
     size_divisor: int  # the server floors width and height to a multiple of this
     default_neg: str  # the server's negative prompt when a request has none
     requires_control_image: bool

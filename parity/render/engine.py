@@ -18,9 +18,8 @@ from parity.core import envclass
 from parity.core.environment import reproducible_cpu_math
 from parity.core.errors import CaseRunError, LoraRefused
 from parity.core.images import encode_output, open_with_notes
+from parity.models import DEFAULT_MODEL, part
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
-from parity.models.qwen_image_edit_plus_2511.knobs import preview_wiring, reference_wiring, scheduler_items
-from parity.models.qwen_image_edit_plus_2511.wiring import Rendered, Renderer, RenderKnobs, Request
 from parity.render.loading import dtype_for, load_pipeline, locate
 from parity.render.lora import LoraState
 
@@ -29,10 +28,10 @@ from parity.render.lora import LoraState
 class LoadedModel:
     """A loaded base model with its LoRA state and its exact caches (text embeddings, control-image latents)."""
 
-    key: tuple[str, ...]  # (where it was loaded from, device, dtype)
+    key: tuple[str, ...]  # (model id, where it was loaded from, device, dtype)
     pipe: object
     lora: LoraState
-    renderer: Renderer
+    renderer: object  # the model package's wiring.Renderer on this pipeline
 
 
 @dataclass
@@ -53,7 +52,7 @@ class _Loaded:
         return self.model.lora
 
     @property
-    def renderer(self) -> Renderer:
+    def renderer(self):
         return self.model.renderer
 
 
@@ -128,7 +127,7 @@ class Engine:
         self.base_model_override = base_model_override
         self._loaded: _Loaded | None = None
         self._adopted = False
-        self._fresh: Renderer | None = None  # the second set of caches (render(fresh_caches=True))
+        self._fresh = None  # a second Renderer, with its own caches (render(fresh_caches=True))
         self._images: dict[str, Image.Image] = {}
         self._image_notes: dict[str, list[str]] = {}
 
@@ -139,11 +138,11 @@ class Engine:
 
     def facts(self, case: Case, timings: dict[str, float] | None = None) -> RuntimeFacts:
         """What the loaded model and the control images tell about this case's knobs."""
-        loaded = self._ensure_model(self.base_of(case), timings if timings is not None else {})
+        loaded = self._ensure_model(case.model, self.base_of(case), timings if timings is not None else {})
         pipe = loaded.pipe
         paths = set(case.effective.control_images) | set(case.preview.text_images if case.preview else ())
         return RuntimeFacts(
-            scheduler_config=scheduler_items(dict(pipe.scheduler.config)),
+            scheduler_config=part(case.model, "knobs").scheduler_items(dict(pipe.scheduler.config)),
             zero_cond_t=bool(pipe.transformer.config.zero_cond_t),
             dtype=str(pipe.transformer.dtype).replace("torch.", ""),
             image_sizes={p: self._image(p).size for p in paths},
@@ -152,15 +151,15 @@ class Engine:
 
     def wirings(self, case: Case) -> tuple[Wiring, Wiring]:
         """The reference and the preview wiring of a case, with this model's facts."""
-        facts = self.facts(case)
-        return reference_wiring(case, facts), preview_wiring(case, facts)
+        facts, knobs = self.facts(case), part(case.model, "knobs")
+        return knobs.reference_wiring(case, facts), knobs.preview_wiring(case, facts)
 
-    def _fresh_renderer(self, loaded) -> Renderer:
+    def _fresh_renderer(self, loaded, model_id: str):
         if self._fresh is None or self._fresh.pipe is not loaded.pipe:
-            self._fresh = Renderer(loaded.pipe)
+            self._fresh = part(model_id, "wiring").Renderer(loaded.pipe)
         return self._fresh
 
-    def render(self, case: Case, wiring: Wiring | None = None, fresh_caches: bool = False) -> Rendered:
+    def render(self, case: Case, wiring: Wiring | None = None, fresh_caches: bool = False):
         """Render a case with a wiring (default: the reference wiring); the image is as that wiring saves it.
         `fresh_caches`: take text embeddings and control latents from a second set of caches, which starts empty
         (calibrate's repeat pass: each input is computed anew once, then shared by the pass's cases)."""
@@ -175,7 +174,7 @@ class Engine:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         facts = self.facts(case, timings)
-        wiring = wiring or reference_wiring(case, facts)
+        wiring = wiring or part(case.model, "knobs").reference_wiring(case, facts)
         loaded = self._loaded
         assert loaded is not None
         start = time.perf_counter()
@@ -192,7 +191,7 @@ class Engine:
             self.close(failed=True)
             raise
 
-    def _render_loaded(self, case, wiring, facts, loaded, images, text_images, timings, fresh_caches) -> Rendered:
+    def _render_loaded(self, case, wiring, facts, loaded, images, text_images, timings, fresh_caches):
         cuda = self.device.startswith("cuda")
         lora_path = case.loras[0].path if case.loras else None
         timings.update(
@@ -202,7 +201,8 @@ class Engine:
         )
         eff = case.effective
         width, height = wiring.value(Knob.SIZE)
-        request = Request(
+        render = part(case.model, "wiring")
+        request = render.Request(
             prompt=eff.prompt,
             negative_prompt=str(eff.negative_prompt),
             width=width,
@@ -214,8 +214,8 @@ class Engine:
             text_images=text_images,
         )
         replica = self._replica_for(loaded, wiring, timings)
-        renderer = self._fresh_renderer(loaded) if fresh_caches else loaded.renderer
-        rendered = renderer.render(request, render_knobs(wiring, facts), uncond_replica=replica)
+        renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
+        rendered = renderer.render(request, render.render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
         rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
@@ -229,15 +229,16 @@ class Engine:
             rendered.peak_memory_gb = round(torch.cuda.max_memory_allocated(self.device) / 1e9, 3)
         return rendered
 
-    def model(self, base_model: str = "tiny", base_dir: str = ".") -> LoadedModel:
+    def model(self, base_model: str = "tiny", base_dir: str = ".", model_id: str = DEFAULT_MODEL) -> LoadedModel:
         """The loaded model of a base (loaded now if it is not): its pipeline, LoRA state and caches."""
-        return self._ensure_model((base_model, base_dir), {}).model
+        return self._ensure_model(model_id, (base_model, base_dir), {}).model
 
-    def adopt(self, pipe, name: str) -> None:
+    def adopt(self, pipe, name: str, model_id: str = DEFAULT_MODEL) -> None:
         """Use a pipeline built in memory (benchmarks) as the base model `name`; cases then name it as override."""
         self.close()
         self.base_model_override = name
-        self._loaded = self._hold(LoadedModel((name, self.device), pipe, LoraState.for_pipe(pipe), Renderer(pipe)))
+        renderer = part(model_id, "wiring").Renderer(pipe)
+        self._loaded = self._hold(LoadedModel((model_id, name, self.device), pipe, LoraState.for_pipe(pipe), renderer))
         self._adopted = True
 
     def _hold(self, model: LoadedModel) -> _Loaded:
@@ -262,10 +263,10 @@ class Engine:
             self._images[path], self._image_notes[path] = open_with_notes(path, "control image")
         return self._images[path]
 
-    def _ensure_model(self, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
-        if self._loaded is not None and self._loaded.key == (base[0], self.device):
+    def _ensure_model(self, model_id: str, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
+        if self._loaded is not None and self._loaded.key == (model_id, base[0], self.device):
             return self._loaded  # adopted in memory
-        key = (locate(*base), self.device, str(self.dtype))
+        key = (model_id, locate(*base, model_id), self.device, str(self.dtype))
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded
         self.close()
@@ -273,8 +274,8 @@ class Engine:
         start = time.perf_counter()
         model = _POOL.take(key) if _POOL is not None else None
         if model is None:
-            pipe = load_pipeline(base[0], base[1], self.device, self.dtype)
-            model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), Renderer(pipe))
+            pipe = load_pipeline(base[0], base[1], self.device, self.dtype, model_id)
+            model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), part(model_id, "wiring").Renderer(pipe))
             timings["model_load"] = time.perf_counter() - start
             if _POOL is not None:
                 _POOL.add(model)
@@ -318,21 +319,6 @@ class Engine:
             info["cpu_capability"] = torch.backends.cpu.get_cpu_capability().lower()
         info["environment_class"] = envclass.from_device_info(info).key
         return info
-
-
-def render_knobs(wiring: Wiring, facts: RuntimeFacts) -> RenderKnobs:
-    """The renderer's share of a wiring; values equal to the checkpoint's are left to the checkpoint."""
-    renorm = wiring.value(Knob.CFG_RENORM)
-    scheduler = wiring.value(Knob.SCHEDULER)
-    zero_cond_t = wiring.value(Knob.ZERO_COND_T)
-    return RenderKnobs(
-        text_size=wiring.value(Knob.TEXT_IMAGE_SIZE),
-        negative=wiring.value(Knob.NEGATIVE_IMAGES),
-        cfg_renorm=renorm is not False,
-        scheduler=None if scheduler == facts.scheduler_config else scheduler,
-        vae_tiling=bool(wiring.value(Knob.VAE_TILING)),
-        zero_cond_t=None if zero_cond_t == facts.zero_cond_t else zero_cond_t,
-    )
 
 
 def _file_dtype(path: str) -> str | None:

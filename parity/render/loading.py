@@ -10,6 +10,7 @@ import os
 import torch
 
 from parity.core.errors import ModelLoadError
+from parity.models import DEFAULT_MODEL, get_model, part
 
 
 def dtype_for(device: str) -> torch.dtype:
@@ -19,12 +20,11 @@ def dtype_for(device: str) -> torch.dtype:
     return torch.float32
 
 
-def locate(base_model: str, base_dir: str) -> str:
-    """A folder path for `tiny` and local folders; otherwise the value itself, taken as an HF id."""
+def locate(base_model: str, base_dir: str, model_id: str = DEFAULT_MODEL) -> str:
+    """A folder path for `tiny` (the model's own tiny model) and local folders; otherwise the value itself, taken
+    as an HF id."""
     if base_model == "tiny":
-        from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny
-
-        return str(ensure_tiny())
+        return str(part(model_id, "tiny").ensure_tiny())
     candidate = os.path.normpath(os.path.join(base_dir, os.path.expanduser(base_model)))
     if os.path.isdir(candidate):
         return candidate
@@ -36,11 +36,14 @@ def locate(base_model: str, base_dir: str) -> str:
     return base_model
 
 
-def load_pipeline(base_model: str, base_dir: str, device: str, dtype: torch.dtype | None = None):
-    """QwenImageEditPlusPipeline from a folder or the local HF cache, on `device`, in the reference dtype (another
-    `dtype` only where asked: `parity calibrate` measures how far the other precision moves a case)."""
+def load_pipeline(
+    base_model: str, base_dir: str, device: str, dtype: torch.dtype | None = None, model_id: str = DEFAULT_MODEL
+):
+    """The model's diffusers pipeline (QwenImageEditPlusPipeline for Qwen-Image-Edit-2511) from a folder or the
+    local HF cache, on `device`, in the reference dtype (another `dtype` only where asked: `parity calibrate`
+    measures how far the other precision moves a case)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from diffusers import QwenImageEditPlusPipeline
+    import diffusers
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -48,9 +51,10 @@ def load_pipeline(base_model: str, base_dir: str, device: str, dtype: torch.dtyp
     transformers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    source = locate(base_model, base_dir)
+    source = locate(base_model, base_dir, model_id)
+    pipeline_class = getattr(diffusers, get_model(model_id).pipeline)
     try:
-        pipe = QwenImageEditPlusPipeline.from_pretrained(source, dtype=dtype or dtype_for(device), local_files_only=True)
+        pipe = pipeline_class.from_pretrained(source, dtype=dtype or dtype_for(device), local_files_only=True)
     except (OSError, ValueError) as exc:
         where = "folder" if os.path.isdir(source) else "HF id (looked up in the local cache only)"
         raise ModelLoadError(

@@ -11,6 +11,7 @@ from parity.models.spec import ModelSpec
 SPEC = ModelSpec(
     id="qwen_image_edit_plus_2511",
     package="parity.models.qwen_image_edit_plus_2511",
+    pipeline="QwenImageEditPlusPipeline",
     size_divisor=32,
     default_neg="",
     requires_control_image=True,

@@ -25,6 +25,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from parity.core.errors import CaseRunError
+from parity.models.knobs import Knob, RuntimeFacts, Wiring
 from parity.models.qwen_image_edit_plus_2511.denoise import Embeddings, StageTimer, generate, image_digest, to_uint8
 from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
 from parity.models.qwen_image_edit_plus_2511.knobs import NegativeImages, TextImageSize
@@ -204,3 +205,18 @@ class Renderer:
         finally:
             for m, old in zip(modules, saved):
                 m.zero_cond_t = old
+
+
+def render_knobs(wiring: Wiring, facts: RuntimeFacts) -> RenderKnobs:
+    """The renderer's share of a wiring; values equal to the checkpoint's are left to the checkpoint."""
+    renorm = wiring.value(Knob.CFG_RENORM)
+    scheduler = wiring.value(Knob.SCHEDULER)
+    zero_cond_t = wiring.value(Knob.ZERO_COND_T)
+    return RenderKnobs(
+        text_size=wiring.value(Knob.TEXT_IMAGE_SIZE),
+        negative=wiring.value(Knob.NEGATIVE_IMAGES),
+        cfg_renorm=renorm is not False,
+        scheduler=None if scheduler == facts.scheduler_config else scheduler,
+        vae_tiling=bool(wiring.value(Knob.VAE_TILING)),
+        zero_cond_t=None if zero_cond_t == facts.zero_cond_t else zero_cond_t,
+    )
