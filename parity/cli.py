@@ -13,14 +13,14 @@ from parity.core.errors import ParityError
 from parity.core.visible import visible
 from parity.results.record import Status, counts
 from parity.run.outdir import OutDirError
-from parity.run.planner import parse_shard, schedule
+from parity.run.planner import parse_shard
 
 from .options import add_cli_options, assign_devices, check_device
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # a table of sub-commands and their arguments: read whole
     parser = argparse.ArgumentParser(
         prog="parity",
         description="Prove that reference inference reproduces the training previews (or pinned outputs) of a LoRA.",
@@ -177,6 +177,7 @@ def _run(args) -> int:
 
     try:
         device, cfg_device = assign_devices(args.device, args.cfg_device)
+        this_shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
     except ValueError as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -184,7 +185,6 @@ def _run(args) -> int:
     if not files:
         print(f"parity: no case files under {' '.join(args.paths)}", file=sys.stderr)
         return EXIT_USAGE
-    loads = load_all(files)
     session = ParitySession(
         RunOptions(
             out_dir=Path(args.out),
@@ -202,37 +202,35 @@ def _run(args) -> int:
     except OutDirError as exc:
         print(f"parity: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    loads = load_all(files)
     for load in loads:
         if load.error is not None:
             print(visible(f"parity: invalid case file {load.path}:"), file=sys.stderr)
-            for problem in load.error.problems:
-                print(visible(f"  {problem}"), file=sys.stderr)
-            session.add_invalid_file(load.path, load.error)
-    try:
-        this_shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
-    except ValueError as exc:
-        print(f"parity: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    cases, _ = schedule([case for load in loads for case in load.cases], this_shard)
+            print("\n".join(visible(f"  {problem}") for problem in load.error.problems), file=sys.stderr)
     start = time.perf_counter()
-    complete, paths = session.run_all(cases, progress=_progress, on_result=_print_problem)
+    complete, paths = session.run_all(session.plan(loads, this_shard), progress=_progress, on_result=_print_problem)
+    _print_end(session, complete, paths, time.perf_counter() - start)
+    if not complete:
+        return 130
+    if any(load.error is not None for load in loads):
+        return EXIT_USAGE
+    tally = counts(session.results)
+    return EXIT_OK if tally["fail"] == tally["error"] == 0 else EXIT_FAILED
+
+
+def _print_end(session, complete: bool, paths, seconds: float) -> None:
     if not complete:
         print("parity: interrupted; the report holds the finished cases", file=sys.stderr)
     tally = counts(session.results)
     skipped = f", {tally['skip']} skipped" if tally["skip"] else ""
     print(
         f"parity: {tally['pass']} passed, {tally['fail']} failed, {tally['error']} errors{skipped} "
-        f"in {time.perf_counter() - start:.1f}s — report: {paths.index_html}"
+        f"in {seconds:.1f}s — report: {paths.index_html}"
     )
     for reason in dict.fromkeys(r.reason for r in session.results if r.status is Status.SKIP):
         print(f"parity: {reason}", file=sys.stderr)
     for path in session.unused_baselines:
         print(visible(f"parity: no case uses this baseline any more (left in place): {path}"), file=sys.stderr)
-    if not complete:
-        return 130
-    if any(load.error is not None for load in loads):
-        return EXIT_USAGE
-    return EXIT_OK if tally["fail"] == tally["error"] == 0 else EXIT_FAILED
 
 
 def _print_problem(result) -> None:

@@ -286,31 +286,10 @@ def import_job(
     if out.exists():
         raise JobImportError(f"{out} exists; an import never overwrites a case file", "pass another --out or remove it")
 
-    last_step = (process.get("train") or {}).get("steps")
-    previews = scan_previews(job_dir / "samples")
-    if not previews:
-        raise JobImportError(f"no previews under {job_dir / 'samples'}", "the job must have written samples (<ms>__<step>_<i>.<ext>)")
-    checkpoints = scan_checkpoints(job_dir, name, int(last_step) if last_step else max(previews))
-    choice = choose_step(previews, checkpoints, step, count_prompts(sample))
-    if choice.checkpoint.suffix != ".safetensors":
-        raise JobImportError(
-            f"checkpoint {choice.checkpoint.name} is not a .safetensors file (pickled checkpoints are never loaded)",
-            "save the LoRA as safetensors (ai-toolkit's default save format)",
-        )
+    choice = _choose(job_dir, name, process, sample, step)
     case_dir = out.parent
     block = rewrite_controls(sample, [config_path.parent, job_dir, job_dir.parent, Path.cwd()], case_dir)
-
-    entries = []
-    for preview in choice.previews:
-        target = baselines / f"{preview.index}{preview.path.suffix.lower()}"
-        entries.append(
-            {
-                "file": os.path.relpath(target, case_dir),
-                "sha256": sha256_of(str(preview.path)),
-                "source": str(preview.path),
-                "step": preview.step,
-            }
-        )
+    entries = [_preview_entry(preview, baselines, case_dir) for preview in choice.previews]
     suite = {
         "model": model,
         "base_model": base_model or str((process.get("model") or {}).get("name_or_path") or "tiny"),
@@ -336,5 +315,32 @@ def import_job(
         os.replace(tmp, target)
     write_text(out, text)
     return ImportResult(out, baselines, choice.step, choice.checkpoint, len(entries), list(choice.notes))
+
+
+def _choose(job_dir: Path, name: str, process: dict, sample: dict, step: int | str):
+    """The step to import: its previews and its checkpoint (a .safetensors file: pickles are never loaded)."""
+    last_step = (process.get("train") or {}).get("steps")
+    previews = scan_previews(job_dir / "samples")
+    if not previews:
+        raise JobImportError(f"no previews under {job_dir / 'samples'}", "the job must have written samples (<ms>__<step>_<i>.<ext>)")
+    checkpoints = scan_checkpoints(job_dir, name, int(last_step) if last_step else max(previews))
+    choice = choose_step(previews, checkpoints, step, count_prompts(sample))
+    if choice.checkpoint.suffix != ".safetensors":
+        raise JobImportError(
+            f"checkpoint {choice.checkpoint.name} is not a .safetensors file (pickled checkpoints are never loaded)",
+            "save the LoRA as safetensors (ai-toolkit's default save format)",
+        )
+    return choice
+
+
+def _preview_entry(preview, baselines: Path, case_dir: Path) -> dict:
+    """A `previews:` entry: where the copy goes (relative to the case file), the original's hash and place."""
+    target = baselines / f"{preview.index}{preview.path.suffix.lower()}"
+    return {
+        "file": os.path.relpath(target, case_dir),
+        "sha256": sha256_of(str(preview.path)),
+        "source": str(preview.path),
+        "step": preview.step,
+    }
 
 

@@ -106,15 +106,7 @@ def _sample(
     if text != raw_prompt:
         notes.append(f"[trigger] replaced by {spec.trigger_word!r}")
     parsed = parse_prompt(text)
-    problems = [
-        loaded.problem(
-            f"{where}.prompt",
-            f"--{err.flag} {err.content}",
-            f"flag --{err.flag} needs {err.expected} (ai-toolkit would stop here)",
-            f"write --{err.flag} followed by {err.expected}",
-        )
-        for err in parsed.errors
-    ]
+    problems = _flag_problems(loaded, where, parsed)
     o = parsed.overrides
 
     def pick(flag: str, item_value: object, block_value: object) -> object:
@@ -131,15 +123,8 @@ def _sample(
     }
     multiplier = float(pick("network_multiplier", item.network_multiplier, sample.network_multiplier))
     neg = pick("negative_prompt", item.neg, sample.neg)
-    if seed_note:
-        notes.append(seed_note)
-    if parsed.flags:
-        shown = " ".join(f"--{f} {c}".strip() for f, c in parsed.flags)
-        notes.append(
-            f"prompt flags read as ai-toolkit does: {shown}; the reference server would pass them to the "
-            "text encoder verbatim, so parity sends the parsed prompt"
-        )
-    notes.extend(f"unknown flag --{flag} dropped from the prompt (ai-toolkit ignores it too)" for flag in parsed.unknown)
+    notes.extend([seed_note] if seed_note else [])
+    notes.extend(_flag_notes(parsed))
     problems.extend(_check_flag_values(loaded, where, requested_values))
     controls, control_keys, text_images, control_notes = _control_images(item, o.get("ctrl_img"), str(loaded.path.parent), where)
     notes.extend(control_notes)
@@ -155,6 +140,30 @@ def _sample(
         control_images=controls,
     )
     return TrainerSample(i, where, item, requested, control_keys, text_images, tuple(notes)), problems
+
+
+def _flag_problems(loaded: LoadedSuite, where: str, parsed) -> list[Problem]:
+    return [
+        loaded.problem(
+            f"{where}.prompt",
+            f"--{err.flag} {err.content}",
+            f"flag --{err.flag} needs {err.expected} (ai-toolkit would stop here)",
+            f"write --{err.flag} followed by {err.expected}",
+        )
+        for err in parsed.errors
+    ]
+
+
+def _flag_notes(parsed) -> list[str]:
+    notes = []
+    if parsed.flags:
+        shown = " ".join(f"--{f} {c}".strip() for f, c in parsed.flags)
+        notes.append(
+            f"prompt flags read as ai-toolkit does: {shown}; the reference server would pass them to the "
+            "text encoder verbatim, so parity sends the parsed prompt"
+        )
+    notes.extend(f"unknown flag --{flag} dropped from the prompt (ai-toolkit ignores it too)" for flag in parsed.unknown)
+    return notes
 
 
 def _check_flag_values(loaded: LoadedSuite, where: str, values: dict[str, float]) -> list[Problem]:

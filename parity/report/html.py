@@ -249,59 +249,11 @@ def _summary_row(anchor: str, r: CaseResult) -> SummaryRow:
 
 
 def _case_view(anchor: str, r: CaseResult, run_env: dict, picture) -> CaseView:
-    m, t, eff = r.metrics, r.thresholds, r.effective
-    metric_rows: list[MetricRow] = []
-    if m is not None and t is not None:
-        floor = r.noise_floor
-        for line in metric_lines(m, t):  # the one metric table (compare.METRIC_TABLE); margins in calibration's terms
-            limit = line.limit
-            shown_limit = "—" if limit is None else (f"≥ {_num(limit)}" if line.kind == "min" else f"≤ {_num(limit)}")
-            floor_value = float(getattr(floor, line.field)) if floor is not None else None
-            metric_rows.append(
-                MetricRow(
-                    line.label,
-                    _num(line.value),
-                    shown_limit,
-                    line.ok,
-                    r.threshold_sources.get(line.limit_field, "") if limit is not None else "",
-                    _num(floor_value) if floor_value is not None else "—",
-                    margin_of(limit, floor_value, line.field) if floor_value is not None and limit is not None else "—",
-                )
-            )
-    settings: list[SettingRow] = []
-    if r.requested is not None and eff is not None:
-        for label, attr in SETTING_ROWS:
-            req, got = _setting(getattr(r.requested, attr)), _setting(getattr(eff, attr))
-            settings.append(SettingRow(label, req, got, req != got))
     verdict, verdict_class, causes = "", "", ()
     if r.diagnosis is not None:
         verdict = r.diagnosis.verdict
         verdict_class = "good" if r.diagnosis.explained else "bad"
-        causes = tuple(cause_text(row, m) for row in r.diagnosis.ranked) if m is not None else ()
-    rows = r.diagnosis.rows if r.diagnosis is not None else r.wiring
-    knobs = tuple(
-        KnobView(
-            knob=row.knob.value,
-            preview=row.preview,
-            reference=row.reference,
-            same="same" if row.same else ("differs" if row.replayable else "differs (not replayed)"),
-            effect=_effect(row, m),
-            row_class="" if row.same else "changed",
-        )
-        for row in rows
-    )
-    jpeg: tuple[tuple[str, str], ...] = ()
-    if r.jpeg is not None:
-        jm, nf = r.jpeg.metrics, r.jpeg.noise_floor
-        jpeg = (
-            ("output re-encoded as JPEG q75 vs baseline", f"SSIM {_num(jm.ssim)}, PSNR {_num(jm.psnr)}, mean |diff| {_num(jm.mean_abs_diff)}"),
-            ("JPEG noise floor (output vs its re-encoding)", f"SSIM {_num(nf.ssim)}, mean |diff| {_num(nf.mean_abs_diff)}"),
-        )
-    names = [os.path.basename(p) for p in (eff.control_images if eff else ())]
-    controls = tuple(
-        picture(f"Picture {k + 1}: {names[k] if k < len(names) else ''}", path, f"control image {k + 1} of {r.id}")
-        for k, path in enumerate(r.paths.controls)
-    )
+        causes = tuple(cause_text(row, r.metrics) for row in r.diagnosis.ranked) if r.metrics is not None else ()
     return CaseView(
         anchor=anchor,
         id=r.id,
@@ -310,34 +262,102 @@ def _case_view(anchor: str, r: CaseResult, run_env: dict, picture) -> CaseView:
         verdict=verdict,
         verdict_class=verdict_class,
         baseline_choice=_baseline_line(r),
-        controls=controls,
+        controls=_controls(r, picture),
         baseline=picture("baseline", r.paths.baseline, f"baseline of {r.id}") if r.paths.baseline else None,
         output=picture("output", r.paths.output, f"output of {r.id}") if r.paths.output else None,
         diff=picture("difference", r.paths.diff, f"difference of {r.id}") if r.paths.diff else None,
         heat_note="brighter = larger difference; white = the largest difference (at least 8 levels)" if r.paths.diff else "",
-        metrics=tuple(metric_rows),
-        settings=tuple(settings),
+        metrics=_metric_rows(r),
+        settings=_setting_rows(r),
         causes=causes,
-        knobs=knobs,
-        jpeg=jpeg,
+        knobs=_knob_views(r),
+        jpeg=_jpeg_rows(r),
         env_changes=env_changes(r.baseline_environment, run_env),
         notes=r.notes,
         timings=" · ".join(f"{k} {v:.2f} s" for k, v in r.timings.items())
         + (f" · peak GPU memory {r.peak_memory_gb:.2f} GB" if r.peak_memory_gb is not None else ""),
-        paths=tuple(
-            (label, value)
-            for label, value in (
-                ("case file", r.suite_file),
-                ("training step", None if r.training_step is None else str(r.training_step)),
-                ("training preview (as the trainer wrote it)", r.baseline_origin),
-                ("baseline source", r.paths.baseline_source),
-                ("output", r.paths.output),
-                ("difference", r.paths.diff),
-            )
-            if value
-        ),
+        paths=_path_rows(r),
         error=r.error,
     )
+
+
+def _metric_rows(r: CaseResult) -> tuple[MetricRow, ...]:
+    """The one metric table (compare.METRIC_TABLE) with the limit's source, the floor and the margin beyond it."""
+    m, t, floor = r.metrics, r.thresholds, r.noise_floor
+    if m is None or t is None:
+        return ()
+    rows = []
+    for line in metric_lines(m, t):
+        limit = line.limit
+        shown_limit = "—" if limit is None else (f"≥ {_num(limit)}" if line.kind == "min" else f"≤ {_num(limit)}")
+        floor_value = float(getattr(floor, line.field)) if floor is not None else None
+        rows.append(
+            MetricRow(
+                line.label,
+                _num(line.value),
+                shown_limit,
+                line.ok,
+                r.threshold_sources.get(line.limit_field, "") if limit is not None else "",
+                _num(floor_value) if floor_value is not None else "—",
+                margin_of(limit, floor_value, line.field) if floor_value is not None and limit is not None else "—",
+            )
+        )
+    return tuple(rows)
+
+
+def _setting_rows(r: CaseResult) -> tuple[SettingRow, ...]:
+    if r.requested is None or r.effective is None:
+        return ()
+    rows = []
+    for label, attr in SETTING_ROWS:
+        req, got = _setting(getattr(r.requested, attr)), _setting(getattr(r.effective, attr))
+        rows.append(SettingRow(label, req, got, req != got))
+    return tuple(rows)
+
+
+def _knob_views(r: CaseResult) -> tuple[KnobView, ...]:
+    rows = r.diagnosis.rows if r.diagnosis is not None else r.wiring
+    return tuple(
+        KnobView(
+            knob=row.knob.value,
+            preview=row.preview,
+            reference=row.reference,
+            same="same" if row.same else ("differs" if row.replayable else "differs (not replayed)"),
+            effect=_effect(row, r.metrics),
+            row_class="" if row.same else "changed",
+        )
+        for row in rows
+    )
+
+
+def _jpeg_rows(r: CaseResult) -> tuple[tuple[str, str], ...]:
+    if r.jpeg is None:
+        return ()
+    jm, nf = r.jpeg.metrics, r.jpeg.noise_floor
+    return (
+        ("output re-encoded as JPEG q75 vs baseline", f"SSIM {_num(jm.ssim)}, PSNR {_num(jm.psnr)}, mean |diff| {_num(jm.mean_abs_diff)}"),
+        ("JPEG noise floor (output vs its re-encoding)", f"SSIM {_num(nf.ssim)}, mean |diff| {_num(nf.mean_abs_diff)}"),
+    )
+
+
+def _controls(r: CaseResult, picture) -> tuple:
+    names = [os.path.basename(p) for p in (r.effective.control_images if r.effective else ())]
+    return tuple(
+        picture(f"Picture {k + 1}: {names[k] if k < len(names) else ''}", path, f"control image {k + 1} of {r.id}")
+        for k, path in enumerate(r.paths.controls)
+    )
+
+
+def _path_rows(r: CaseResult) -> tuple[tuple[str, str], ...]:
+    rows = (
+        ("case file", r.suite_file),
+        ("training step", None if r.training_step is None else str(r.training_step)),
+        ("training preview (as the trainer wrote it)", r.baseline_origin),
+        ("baseline source", r.paths.baseline_source),
+        ("output", r.paths.output),
+        ("difference", r.paths.diff),
+    )
+    return tuple((label, value) for label, value in rows if value)
 
 
 def _baseline_line(r: CaseResult) -> str:

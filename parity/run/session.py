@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.cases.case import Case
+from parity.cases.suite import SuiteLoad
 from parity.core import envclass
 from parity.core.envclass import EnvClass
 from parity.core.environment import fingerprint
@@ -41,6 +42,7 @@ from parity.models.knobs import Knob, Setting
 from parity.results.format import write_json
 from parity.results.record import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status
 from parity.run.outdir import OutputLock
+from parity.run.planner import schedule
 
 PNG = Setting(OutputEncoding.PNG, OutputEncoding.PNG.value)
 
@@ -124,6 +126,15 @@ class ParitySession:
             pass
         return complete, self.finish(complete=complete)
 
+    def plan(self, loads: list[SuiteLoad], shard: tuple[int, int] | None = None) -> list[Case]:
+        """The cases to run, in the planner's order and cut to `shard` (i, n); each unusable case file becomes
+        one error row now, and the other files run."""
+        for load in loads:
+            if load.error is not None:
+                self.add_invalid_file(load.path, load.error)
+        cases, _ = schedule([case for load in loads for case in load.cases], shard)
+        return cases
+
     def add_invalid_file(self, path: Path, error: CaseFileError) -> CaseResult:
         """An unusable case file becomes one error row; the other files still run."""
         result = CaseResult(
@@ -170,26 +181,14 @@ class ParitySession:
         decision = settle(case, choice, rendered.image, self.options.update, self._baseline_environment())
         baseline_image, baseline_notes = open_with_notes(decision.path, "baseline")
         baseline = np.asarray(baseline_image, dtype=np.uint8)
-        kept = folder / f"baseline{Path(decision.path).suffix.lower() or '.png'}"
-        shutil.copyfile(decision.path, kept)
-        controls = []
-        for i, source in enumerate(case.effective.control_images, start=1):
-            copy = folder / f"control-{i}{Path(source).suffix.lower()}"
-            shutil.copyfile(source, copy)
-            controls.append(self._rel(copy))
         tolerance = self._tolerance(case, choice)
         limits = tolerance.limits
         comparison = compare(rendered.image, baseline, limits)
         jpeg = jpeg_check(rendered.image, baseline, limits) if _is_jpeg(decision.path) and comparison.metrics else None
-        diff_rel = None
-        if comparison.metrics is not None:
-            save_png(heatmap(rendered.image, baseline, comparison.heatmap_scale), folder / "diff.png")
-            diff_rel = self._rel(folder / "diff.png")
+        paths = self._keep_images(case, folder, decision.path, rendered.image, baseline, comparison)
         timings["compare"] = time.perf_counter() - start
         reference, preview = self.engine.wirings(case)
-
         status, reason = case_status(decision, choice, comparison, jpeg)
-
         diagnosis = None
         if status is Status.FAIL and self.options.diagnose and comparison.metrics is not None:
             start = time.perf_counter()
@@ -206,13 +205,7 @@ class ParitySession:
             violations=comparison.violations,
             output_size=comparison.output_size,
             baseline_size=comparison.baseline_size,
-            paths=CasePaths(
-                output=self._rel(folder / "output.png"),
-                baseline=self._rel(kept),
-                diff=diff_rel,
-                baseline_source=os.path.abspath(decision.path),
-                controls=tuple(controls),
-            ),
+            paths=paths,
             baseline_action=decision.action,
             timings=timings,
             jpeg=jpeg,
@@ -227,6 +220,28 @@ class ParitySession:
             threshold_sources={k: v.value for k, v in tolerance.sources.items()},
             noise_floor=tolerance.floor,
             calibration_file=tolerance.path,
+        )
+
+    def _keep_images(self, case: Case, folder: Path, baseline_path: str, output, baseline, comparison) -> CasePaths:
+        """The case folder's copies for the report: the baseline, the control images, the difference heatmap
+        (output.png is saved first, before the baseline is settled)."""
+        kept = folder / f"baseline{Path(baseline_path).suffix.lower() or '.png'}"
+        shutil.copyfile(baseline_path, kept)
+        controls = []
+        for i, source in enumerate(case.effective.control_images, start=1):
+            copy = folder / f"control-{i}{Path(source).suffix.lower()}"
+            shutil.copyfile(source, copy)
+            controls.append(self._rel(copy))
+        diff = None
+        if comparison.metrics is not None:
+            save_png(heatmap(output, baseline, comparison.heatmap_scale), folder / "diff.png")
+            diff = self._rel(folder / "diff.png")
+        return CasePaths(
+            output=self._rel(folder / "output.png"),
+            baseline=self._rel(kept),
+            diff=diff,
+            baseline_source=os.path.abspath(baseline_path),
+            controls=tuple(controls),
         )
 
     @property

@@ -97,6 +97,7 @@ def _cfg(case: Case, on: bool, label: str) -> Setting:
     return Setting(on, label)
 
 
+# reference_wiring and preview_wiring are tables, one entry per knob in the README's order; they read best whole.
 def reference_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
     eff = case.effective
     text_sizes = tuple(server_condition_size(*facts.image_sizes[p]) for p in eff.control_images)
