@@ -4,12 +4,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from parity.cli import main
 from parity.results import format as results_format
 from parity.results.format import FORMAT, SCHEMA_FILE, encode, read_json, write_json
+
+jsonschema = pytest.importorskip("jsonschema")  # the test extra installs it; parity itself does not need it
 
 BEFORE = Path(__file__).parent / "data" / "results-v1-before"  # two cases written by the asdict() writer (f5da211)
 SCHEMA = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
