@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from paths import small_suite
 
 from parity.cli import main
 from parity.results import format as results_format
@@ -72,20 +73,8 @@ def test_merge_reads_a_version_1_file_from_before(tmp_path, capsys):
 
 
 def test_a_real_run_with_pass_error_and_refused_rows_validates(write_case, workdir):
-    path = write_case(
-        """
-        sample:
-          width: 64
-          height: 64
-          sample_steps: 2
-          guidance_scale: 1
-          neg: ""
-          samples:
-            - {name: ok, prompt: a, ctrl_img_1: inputs/square.png}
-            - {name: refused, prompt: a, seed: -1, ctrl_img_1: inputs/square.png}
-        """,
-        "good.yaml",
-    )
+    items = ["{name: ok, prompt: a, ctrl_img_1: inputs/square.png}", "{name: refused, prompt: a, seed: -1, ctrl_img_1: inputs/square.png}"]
+    path = write_case(small_suite(items), "good.yaml")
     write_case("sample: {sample_stepz: 3, prompts: [a]}\n", "bad.yaml")
     out = workdir / "out"
     assert main(["run", str(path.parent), "--out", str(out)]) == 2

@@ -37,21 +37,7 @@ SCHEDULER_CONFIG = {
     "use_karras_sigmas": False,
 }
 
-# ai-toolkit's hard-coded scheduler config for Qwen-Image models (qwen_image.py): the same numbers today, but the
-# trainer never reads the checkpoint's, so the two are kept apart (the scheduler knob compares them).
-AITK_SCHEDULER_CONFIG: dict[str, object] = {
-    "base_image_seq_len": 256,
-    "base_shift": 0.5,
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": 0.9,
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": 0.02,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
-}
+# ai-toolkit's hard-coded scheduler config for Qwen-Image models (qwen_image.py). The trainer never reads the
+# checkpoint's; today its numbers are those of the checkpoint's config above, so the scheduler knob differs
+# only in the class. It stays its own name: the knob compares it with the config of the checkpoint actually loaded.
+AITK_SCHEDULER_CONFIG: dict[str, object] = dict(SCHEDULER_CONFIG)
