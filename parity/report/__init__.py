@@ -1,0 +1,1 @@
+"""Layer 7, report: the HTML report, shard merging, the Markdown/text summary."""
