@@ -134,6 +134,8 @@ class PytestParity:
                 self._session = None  # nothing ran, nothing to report: the folder stays the other run's
                 raise pytest.UsageError(f"parity: {exc}") from None
         planned, dropped = schedule(cases, self.shard, case_of=lambda item: item.case)
+        if not self.config.option.collectonly:
+            self.session.expect([item.case for item in planned])
         if dropped:
             self.config.hook.pytest_deselected(items=dropped)
         slots = iter(planned)

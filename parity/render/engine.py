@@ -21,7 +21,7 @@ from parity.core.images import encode_output, open_with_notes
 from parity.models import DEFAULT_MODEL, part
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
 from parity.render.loading import dtype_for, load_pipeline, locate
-from parity.render.lora import LoraState
+from parity.render.lora import LoraState, PristineMissing
 
 
 @dataclass
@@ -76,8 +76,14 @@ class ModelPool:
         self._models[model.key] = model
 
     def keep(self, model: LoadedModel) -> None:
-        """A model an engine is done with: its LoRA removed, as a later engine expects it."""
-        model.lora.apply(LoraMethod.NONE, None, None)
+        """A model an engine is done with: its LoRA removed, as a later engine expects it (one fused without a
+        kept copy cannot be removed exactly: it is dropped instead)."""
+        try:
+            model.lora.apply(LoraMethod.NONE, None, None)
+        except PristineMissing:
+            self.drop(model.key)
+            return
+        model.lora.fused.keep_pristine = True  # the next engine's plan decides again
         self._models[model.key] = model
 
     def drop(self, key: tuple[str, ...]) -> None:
@@ -130,6 +136,30 @@ class Engine:
         self._fresh = None  # a second Renderer, with its own caches (render(fresh_caches=True))
         self._images: dict[str, Image.Image] = {}
         self._image_notes: dict[str, list[str]] = {}
+        self._planned: list[tuple] | None = None  # (model id, base, fused LoRA state) per planned case; None: unknown
+        self._copy_notes: list[str] = []  # said once, by the next case rendered
+
+    def expect(self, cases: list[Case], diagnose: bool = False) -> None:
+        """The run's plan, in order. A model on which every planned case fuses the same LoRA at the same scale
+        never needs its untouched weights back, so no copy of them is made (at full size ~40 GB of GPU memory
+        left to activations); `--diagnose` switches LoRA states, so it keeps the copy. A case that needs another
+        state anyway makes the engine load the model again (exact, only slower)."""
+        if diagnose:
+            self._planned = None
+            return
+        self._planned = [
+            (case.model, self.base_of(case), (case.loras[0].path, case.effective.lora_scale) if case.loras else None)
+            for case in cases
+        ]
+        loaded = self._loaded
+        if loaded is not None and self.base_model_override and loaded.lora.fused.path is None:  # adopted (benchmarks)
+            base = (self.base_model_override, os.getcwd())
+            loaded.lora.fused.keep_pristine = self._keeps_copy(loaded.key[0], base)
+
+    def _keeps_copy(self, model_id: str, base: tuple[str, str]) -> bool:
+        if self._planned is None or _POOL is not None:  # a pooled model outlives this run: it is handed back restored
+            return True
+        return len({state for m, b, state in self._planned if (m, b) == (model_id, base)}) > 1
 
     def base_of(self, case: Case) -> tuple[str, str]:
         if self.base_model_override:
@@ -185,6 +215,14 @@ class Engine:
             return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
         except LoraRefused:
             raise  # refused before any of it reached the model: the model stays loaded (a reload costs minutes)
+        except PristineMissing:  # raised before any weight changed
+            self.close(failed=True)
+            self._planned = None  # the plan was not this run's: keep the copy from now on
+            self._copy_notes.append(
+                "this case needs another LoRA state than the plan foresaw, and no copy of the untouched weights was "
+                "kept: the model was loaded again (same bits)"
+            )
+            return self.render(case, wiring, fresh_caches)
         except BaseException:
             # Whatever failed (a LoRA that would not load, out of memory, an interrupt inside a fuse) may have left
             # the model half-changed: it is dropped, never handed on, and the next case loads it as from disk.
@@ -213,13 +251,20 @@ class Engine:
             images=images,
             text_images=text_images,
         )
+        if "lora_snapshot" in timings:
+            self._copy_notes.append(
+                f"a copy of the LoRA-targeted weights is kept ({loaded.lora.pristine_bytes / 1e9:.2f} GB, made in "
+                f"{timings['lora_snapshot']:.2f} s): the plan switches LoRA states on this model, and each switch "
+                "restores the untouched weights"
+            )
         replica = self._replica_for(loaded, wiring, timings)
         renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
         rendered = renderer.render(request, render.render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
         rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
-        rendered.notes += loaded.lora.notes
+        rendered.notes += loaded.lora.notes + self._copy_notes
+        self._copy_notes = []
         if loaded.replica is not None and replica is None:
             rendered.notes.append(
                 f"CFG-parallel not used for this render: ai-toolkit's unmerged LoRA branch runs as forward hooks on "
@@ -279,6 +324,12 @@ class Engine:
             timings["model_load"] = time.perf_counter() - start
             if _POOL is not None:
                 _POOL.add(model)
+        model.lora.fused.keep_pristine = self._keeps_copy(model_id, base)
+        if not model.lora.fused.keep_pristine and model.lora.fused.path is None:
+            self._copy_notes.append(
+                "no copy of the LoRA-targeted weights is kept: every case of this run on this model fuses the same "
+                "LoRA at the same scale, so nothing is ever restored"
+            )
         self._loaded = self._hold(model)
         return self._loaded
 
@@ -313,6 +364,9 @@ class Engine:
             info["device_name"] = torch.cuda.get_device_name(index)
             info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
             info["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(index) / 1e9, 2)
+            if self.cfg_device is not None and self.cfg_device.startswith("cuda"):  # the CFG copy's device
+                cfg_index = torch.device(self.cfg_device).index or 0
+                info["cfg_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(cfg_index) / 1e9, 2)
         else:
             info["device_name"] = "cpu"
             info["threads"] = torch.get_num_threads()

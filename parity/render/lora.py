@@ -68,6 +68,11 @@ def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
         )
 
 
+class PristineMissing(Exception):
+    """A change of the fused LoRA needs the untouched weights, and none were kept (the plan said one state would
+    do). Raised before anything is changed: the engine loads the model again instead."""
+
+
 @dataclass
 class _Pristine:
     weights: dict[str, torch.Tensor]  # views into one buffer
@@ -83,6 +88,9 @@ class FusedLora:
         self.scale: float | None = None
         self.notes: list[str] = []
         self._pristine: _Pristine | None = None
+        # False: the run's plan fuses this one LoRA at one scale on this model and never leaves it, so the copy of
+        # the targeted weights that a restore needs is not made (at full size: ~40 GB of GPU memory not taken)
+        self.keep_pristine = True
 
     def apply(self, path: str | None, scale: float | None, allow_partial: bool = False) -> dict[str, float]:
         """Make the pipeline's weights those of a fresh `load → fuse(scale)`; returns stage timings."""
@@ -93,10 +101,11 @@ class FusedLora:
                 start = time.perf_counter()
                 wrapped = self._load(path, allow_partial)
                 timings["lora_load"] = time.perf_counter() - start
-                start = time.perf_counter()
-                self._pristine = self._snapshot(wrapped)
-                _sync(self.pipe)
-                timings["lora_snapshot"] = time.perf_counter() - start
+                if self.keep_pristine:
+                    start = time.perf_counter()
+                    self._pristine = self._snapshot(wrapped)
+                    _sync(self.pipe)
+                    timings["lora_snapshot"] = time.perf_counter() - start
         if path is not None and scale != self.scale:
             start = time.perf_counter()
             if self.scale is not None:
@@ -171,8 +180,9 @@ class FusedLora:
         does not undo it, so unfuse -> fuse(t) fuses at s*t (t == 1.0: still at s). Resetting the scaling here
         is what makes a later fuse equal a fresh one.
         """
+        if self._pristine is None:
+            raise PristineMissing()
         self.pipe.unfuse_lora()
-        assert self._pristine is not None
         for name, module in self._wrapped().items():
             base = module.get_base_layer()
             base.weight.data.copy_(self._pristine.weights[name])
@@ -326,6 +336,12 @@ class LoraState:
     @property
     def notes(self) -> list[str]:
         return self.fused.notes
+
+    @property
+    def pristine_bytes(self) -> int:
+        """Size of the kept copy of the LoRA-targeted weights (0: none kept)."""
+        p = self.fused._pristine
+        return 0 if p is None else sum(t.numel() * t.element_size() for t in (*p.weights.values(), *p.biases.values()))
 
     @property
     def key(self) -> tuple:

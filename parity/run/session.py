@@ -71,6 +71,7 @@ class ParitySession:
     _lock: OutputLock | None = None
     _suite_files: dict[str, None] = field(default_factory=dict)  # the case files of the cases run, in order
     unused_baselines: tuple[str, ...] = ()  # found when the report is written
+    _expected: list[Case] | None = None  # the planned cases, in order, for the engine (see Engine.expect)
 
     def claim(self) -> None:
         """Check the report folder and hold it for this run (OutDirError: unusable, or another run holds it).
@@ -84,7 +85,15 @@ class ParitySession:
             from parity.render.engine import Engine
 
             self._engine = Engine(self.options.device, self.options.base_model, self.options.cfg_device)
+            if self._expected is not None:
+                self._engine.expect(self._expected, self.options.diagnose)
         return self._engine
+
+    def expect(self, cases: list[Case]) -> None:
+        """The cases this run will render, in order (the engine plans its memory by them)."""
+        self._expected = list(cases)
+        if self._engine is not None:
+            self._engine.expect(self._expected, self.options.diagnose)
 
     def run_case(self, case: Case) -> CaseResult:
         """Render, settle the baseline, compare; any failure becomes this case's error row."""
@@ -116,6 +125,7 @@ class ParitySession:
         when interrupted). Returns (complete, report paths)."""
         complete = False
         self.claim()
+        self.expect(cases)
         try:
             for case in progress(cases):
                 result = self.run_case(case)
