@@ -98,9 +98,7 @@ class FusedLora:
         if path != self.path:
             self._drop()
             if path is not None:
-                start = time.perf_counter()
-                wrapped = self._load(path, allow_partial)
-                timings["lora_load"] = time.perf_counter() - start
+                wrapped = self._load(path, allow_partial, timings)
                 if self.keep_pristine:
                     start = time.perf_counter()
                     self._pristine = self._snapshot(wrapped)
@@ -116,12 +114,14 @@ class FusedLora:
             timings["lora_fuse"] = time.perf_counter() - start
         return timings
 
-    def _load(self, path: str, allow_partial: bool = False) -> dict[str, torch.nn.Module]:
+    def _load(self, path: str, allow_partial: bool = False, timings: dict | None = None) -> dict[str, torch.nn.Module]:
         from safetensors.torch import load_file
 
+        start = time.perf_counter()
         targets, wanted = check_fits(path, self.pipe.transformer, allow_partial)
         check_finite(path, load_file(path))
         missing = sorted(wanted - set(targets))
+        checked = time.perf_counter()
         folder, name = os.path.split(path)
         try:
             # low_cpu_mem_usage: PEFT makes the adapter's layers empty instead of randomly initialising them on the
@@ -136,6 +136,9 @@ class FusedLora:
                 f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
                 "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
             ) from None
+        if timings is not None:  # the checks that run before anything reaches the model, and the server's own load
+            timings["lora_check"] = checked - start
+            timings["lora_load"] = time.perf_counter() - checked
         wrapped = self._wrapped()
         unwrapped = sorted(wanted - set(wrapped) - set(missing))
         if unwrapped or not wrapped:
