@@ -53,9 +53,9 @@ def _limits(meta) -> str:
         text = f" At least {low:g}." if low is not None else ""
     server = meta.get("server")
     if server:
-        s_low, s_high = server
-        accepts = f"{s_low}..{s_high}" if s_high is not None else f"at least {s_low}"
-        text += f" The reference server accepts {accepts}; outside it the case is an error row."
+        from parity.cases.schema import bounds
+
+        text += f" The reference server accepts {bounds(*server)}; outside it the case is an error row."
     return text
 
 

@@ -444,14 +444,27 @@ class _Checker:
 
     def in_range(self, path: str, value: float, meta: typing.Mapping[str, Any]) -> float | None:
         low, high = meta.get("minimum"), meta.get("maximum")
-        if (low is not None and value < low) or (high is not None and value > high):
-            if high is None:
-                self.fail(path, value, f"less than {low:g}", f"use a value of at least {low:g}. {meta['help']}")
-                return None
-            bounds = f"{low if low is not None else '-inf'}..{high}"
-            self.fail(path, value, f"out of range {bounds}", f"use a value in {bounds}. {meta['help']}")
-            return None
-        return value
+        if not outside(value, low, high):
+            return value
+        if high is None:
+            self.fail(path, value, f"less than {low:g}", f"use a value of at least {low:g}. {meta['help']}")
+        else:
+            self.fail(path, value, f"out of range {bounds(low, high)}", f"use a value in {bounds(low, high)}. {meta['help']}")
+        return None
+
+
+def outside(value: float, low: float | None, high: float | None) -> bool:
+    """Whether a value falls outside a range (None: that side is open): the schema's, the trainer's, the server's."""
+    return (low is not None and value < low) or (high is not None and value > high)
+
+
+def bounds(low: float | None, high: float | None) -> str:
+    """A range in words: 'a..b', 'at least a' or 'at most b'."""
+    if high is None:
+        return f"at least {low}"
+    if low is None:
+        return f"at most {high}"
+    return f"{low}..{high}"
 
 
 def _kind(value: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from parity.cases.case import LoraRef, Settings
-from parity.cases.schema import LoraEntry, SampleItemEntry
+from parity.cases.schema import LoraEntry, SampleItemEntry, bounds, outside
 from parity.models import part
 from parity.models.spec import ModelSpec
 
@@ -77,10 +77,9 @@ def refusals(requested: Settings, effective: Settings) -> tuple[str, ...]:
     for name, value, (low, high) in checks:
         if value is None:
             continue
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"{low}..{high}" if high is not None else f"at least {low}"
+        if outside(value, low, high):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
-            found.append(f"{name} {shown} is outside what its request schema accepts ({bounds})")
+            found.append(f"{name} {shown} is outside what its request schema accepts ({bounds(low, high)})")
     if requested.seed == -1:
         found.append("seed -1 makes it draw a random seed, so its image cannot be reproduced")
     return tuple(found)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 from parity.cases.case import Settings
 from parity.cases.prompt_flags import parse_prompt
-from parity.cases.schema import LoadedSuite, SampleBlock, SampleItemEntry, TrainingEntry
+from parity.cases.schema import LoadedSuite, SampleBlock, SampleItemEntry, TrainingEntry, bounds, outside
 from parity.core.errors import Problem
 
 TRIGGER_TOKENS = ("[trigger]", "[name]")
@@ -172,14 +172,13 @@ def _check_flag_values(loaded: LoadedSuite, where: str, values: dict[str, float]
     problems = []
     for key, value in values.items():
         low, high = _LIMITS[key]
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        if outside(value, low, high):
             problems.append(
                 loaded.problem(
                     f"{where}.prompt",
                     value,
-                    f"{key} {value} is outside what the trainer accepts ({bounds})",
-                    f"use a {key} in {bounds} (in the sample or its prompt flag)",
+                    f"{key} {value} is outside what the trainer accepts ({bounds(low, high)})",
+                    f"use a {key} of {bounds(low, high)} (in the sample or its prompt flag)",
                 )
             )
     return problems
