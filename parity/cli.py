@@ -15,7 +15,7 @@ from parity.results.record import Status, counts
 from parity.run.outdir import OutDirError
 from parity.run.planner import parse_shard
 
-from .options import add_cli_options, assign_devices, check_device
+from .options import add_cli_options, assign_devices, check_device, check_offload
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -177,6 +177,7 @@ def _run(args) -> int:
 
     try:
         device, cfg_device = assign_devices(args.device, args.cfg_device)
+        check_offload(args.offload)
         this_shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
     except ValueError as exc:
         print(f"parity: {exc}", file=sys.stderr)
@@ -191,6 +192,7 @@ def _run(args) -> int:
             device=device,
             cfg_device=cfg_device,
             base_model=args.base_model,
+            offload=args.offload,
             update=args.update,
             diagnose=args.diagnose,
             self_contained=args.self_contained,

@@ -34,6 +34,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="DEVICE",
     ),
     Option(
+        "offload",
+        "the reference server's offload mode for every case, over the case files' `offload:`: none, model, "
+        "sequential or auto (none when the model fits in the GPU's memory, else model, else sequential); the "
+        "pixels follow the mode, as the server's do",
+        None,
+        metavar="MODE",
+    ),
+    Option(
         "base-model",
         "run every case on this base model instead of the case file's: tiny, a local diffusers folder, or an HF id "
         "already in the local cache",
@@ -73,6 +81,14 @@ OPTIONS: tuple[Option, ...] = (
 def check_device(value: str) -> str:
     if not DEVICE_PATTERN.match(value):
         raise ValueError(f"device must be cpu, cuda or cuda:N, not {value!r}")
+    return value
+
+
+def check_offload(value: str | None) -> str | None:
+    from parity.core.offload import CHOICES
+
+    if value is not None and value not in CHOICES:
+        raise ValueError(f"offload must be one of {', '.join(CHOICES)}, not {value!r}")
     return value
 
 

@@ -22,7 +22,7 @@ from parity.judge.diagnose import cause_text
 from parity.results.record import CaseResult, Status
 from parity.run.planner import parse_shard, schedule
 
-from .options import add_pytest_options, assign_devices, option_value
+from .options import add_pytest_options, assign_devices, check_offload, option_value
 
 PARITY_KEY = pytest.StashKey["PytestParity"]()
 
@@ -68,6 +68,7 @@ class PytestParity:
                 option_value(config, "cfg-device") or None,
                 int(worker.removeprefix("gw")) if worker else None,  # one xdist worker per GPU (or GPU pair)
             )
+            check_offload(option_value(config, "offload") or None)
             spec = option_value(config, "shard")
             self.shard = parse_shard(str(spec)) if spec else None
         except ValueError as exc:
@@ -111,6 +112,7 @@ class PytestParity:
                     device=device,
                     cfg_device=cfg_device,
                     base_model=option_value(self.config, "base-model") or None,
+                    offload=option_value(self.config, "offload") or None,
                     update=bool(option_value(self.config, "update")),
                     diagnose=bool(option_value(self.config, "diagnose")),
                     self_contained=bool(option_value(self.config, "self-contained")),

@@ -61,6 +61,7 @@ class Case:
     baseline_origin: str | None = None  # where the trainer wrote the preview
     training_step: int | None = None
     allow_partial_lora: bool = False
+    offload: str = "none"  # the server's OFFLOAD_MODE asked for (core.offload.CHOICES); the engine settles `auto`
     refused: tuple[str, ...] = ()  # why the reference server would refuse this request: the case is an error row
     baselines_dir: str = ""  # the suite's baselines folder: sets per environment class and their calibration
     suite_thresholds: Thresholds | None = None  # the case file's own limits (calibrated ones come at run time)

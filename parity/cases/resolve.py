@@ -132,6 +132,7 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
         training_step=imported.step if imported is not None and imported.step is not None else training.step,
         training=training,
         allow_partial_lora=spec.allow_partial_lora,
+        offload=spec.offload,
         refused=refusals(requested, effective),
         preview=PreviewFacts(
             width=trainer_size(requested.width, model.size_divisor),

@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from parity.cases import yamlfile
+from parity.core import offload
 from parity.core.errors import CaseFileError, Problem
 from parity.core.thresholds import THRESHOLD_HELP
 from parity.models import DEFAULT_MODEL, MODELS, did_you_mean
@@ -237,6 +238,15 @@ class SuiteFile:
     )
     trigger_word: str | None = key("Replaces `[trigger]` (and `[name]`) in prompts.")
     loras: tuple[LoraEntry, ...] = key("Harness: LoRAs to fuse (the reference server applies one).", (), origin=HARNESS)
+    offload: str = key(
+        "Harness: the reference server's OFFLOAD_MODE on a GPU: `none` (its default: every component on the GPU), "
+        "`model` (components move whole to the GPU when they run; the LoRA is fused on the CPU, so the pixels "
+        "differ from none), `sequential` (layer by layer), or `auto` (none when the model and the largest case fit "
+        "in the GPU's memory, else model, else sequential). The pixels follow the mode; `--offload` overrides it.",
+        offload.DEFAULT,
+        choices=offload.CHOICES,
+        origin=HARNESS,
+    )
     allow_partial_lora: bool = key(
         "Harness: accept a LoRA of which only some target modules exist in the model (noted in the report); "
         "by default any unmatched key is an error, since an unmatched LoRA silently changes nothing.",

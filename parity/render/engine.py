@@ -8,19 +8,28 @@ from __future__ import annotations
 import gc
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
 from parity.cases.case import Case
 from parity.core import envclass
+from parity.core import offload as offloading
 from parity.core.environment import reproducible_cpu_math
 from parity.core.errors import CaseRunError, LoraRefused
 from parity.core.images import encode_output, open_with_notes
 from parity.models import DEFAULT_MODEL, part
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
-from parity.render.loading import dtype_for, load_pipeline, locate
+from parity.render.loading import (
+    check_placeable,
+    device_budget,
+    dtype_for,
+    locate,
+    place,
+    read_pipeline,
+    weight_bytes,
+)
 from parity.render.lora import LoraState, PristineMissing
 
 
@@ -28,10 +37,11 @@ from parity.render.lora import LoraState, PristineMissing
 class LoadedModel:
     """A loaded base model with its LoRA state and its exact caches (text embeddings, control-image latents)."""
 
-    key: tuple[str, ...]  # (model id, where it was loaded from, device, dtype)
+    key: tuple[str, ...]  # (model id, where it was loaded from, device, dtype, offload mode asked for)
     pipe: object
     lora: LoraState
     renderer: object  # the model package's wiring.Renderer on this pipeline
+    offload: offloading.Choice = field(default_factory=lambda: offloading.Choice(offloading.DEFAULT, "asked for"))
 
 
 @dataclass
@@ -112,6 +122,7 @@ class Engine:
         base_model_override: str | None = None,
         cfg_device: str | None = None,
         dtype: torch.dtype | None = None,
+        offload: str | None = None,
     ):
         from parity.core.errors import ModelLoadError
 
@@ -131,12 +142,15 @@ class Engine:
         self.dtype = dtype or dtype_for(device)  # the reference server's (calibrate alone asks for the other one)
         self.cfg_device = cfg_device
         self.base_model_override = base_model_override
+        self.offload_override = offload  # every case's offload mode, over its case file's
         self._loaded: _Loaded | None = None
         self._adopted = False
         self._fresh = None  # a second Renderer, with its own caches (render(fresh_caches=True))
         self._images: dict[str, Image.Image] = {}
         self._image_notes: dict[str, list[str]] = {}
         self._planned: list[tuple] | None = None  # (model id, base, fused LoRA state) per planned case; None: unknown
+        self._run_peaks: dict[str, float] = {}  # device -> the largest case peak so far, GB
+        self._plan: list[Case] = []  # the planned cases (offload auto sizes the largest of them)
         self._copy_notes: list[str] = []  # said once, by the next case rendered
 
     def expect(self, cases: list[Case], diagnose: bool = False) -> None:
@@ -144,6 +158,7 @@ class Engine:
         never needs its untouched weights back, so no copy of them is made (at full size ~40 GB of GPU memory
         left to activations); `--diagnose` switches LoRA states, so it keeps the copy. A case that needs another
         state anyway makes the engine load the model again (exact, only slower)."""
+        self._plan = list(cases)
         if diagnose:
             self._planned = None
             return
@@ -155,11 +170,16 @@ class Engine:
         if loaded is not None and self.base_model_override and loaded.lora.fused.path is None:  # adopted (benchmarks)
             base = (self.base_model_override, os.getcwd())
             loaded.lora.fused.keep_pristine = self._keeps_copy(loaded.key[0], base)
+            loaded.lora.fused.copy_room = self._copy_room(loaded.key[0], base)
 
     def _keeps_copy(self, model_id: str, base: tuple[str, str]) -> bool:
         if self._planned is None or _POOL is not None:  # a pooled model outlives this run: it is handed back restored
             return True
         return len({state for m, b, state in self._planned if (m, b) == (model_id, base)}) > 1
+
+    def offload_of(self, case: Case) -> str:
+        """The offload mode asked for a case: --offload, else its case file's."""
+        return self.offload_override or case.offload
 
     def base_of(self, case: Case) -> tuple[str, str]:
         if self.base_model_override:
@@ -168,7 +188,7 @@ class Engine:
 
     def facts(self, case: Case, timings: dict[str, float] | None = None) -> RuntimeFacts:
         """What the loaded model and the control images tell about this case's knobs."""
-        loaded = self._ensure_model(case.model, self.base_of(case), timings if timings is not None else {})
+        loaded = self._ensure_model(case.model, self.base_of(case), timings if timings is not None else {}, self.offload_of(case))
         pipe = loaded.pipe
         paths = set(case.effective.control_images) | set(case.preview.text_images if case.preview else ())
         return RuntimeFacts(
@@ -202,7 +222,8 @@ class Engine:
         timings: dict[str, float] = {}
         cuda = self.device.startswith("cuda")
         if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
+            for device in self._cuda_devices():
+                torch.cuda.reset_peak_memory_stats(device)
         facts = self.facts(case, timings)
         wiring = wiring or part(case.model, "knobs").reference_wiring(case, facts)
         loaded = self._loaded
@@ -252,10 +273,10 @@ class Engine:
             text_images=text_images,
         )
         if "lora_snapshot" in timings:
+            places = ", ".join(f"{gb / 1e9:.2f} GB on {where}" for where, gb in loaded.lora.pristine_places().items())
             self._copy_notes.append(
-                f"a copy of the LoRA-targeted weights is kept ({loaded.lora.pristine_bytes / 1e9:.2f} GB, made in "
-                f"{timings['lora_snapshot']:.2f} s): the plan switches LoRA states on this model, and each switch "
-                "restores the untouched weights"
+                f"a copy of the LoRA-targeted weights is kept ({places}; made once, in {timings['lora_snapshot']:.2f} "
+                "s): the plan switches LoRA states on this model, and each switch restores the untouched weights"
             )
         replica = self._replica_for(loaded, wiring, timings)
         renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
@@ -270,24 +291,49 @@ class Engine:
                 f"CFG-parallel not used for this render: ai-toolkit's unmerged LoRA branch runs as forward hooks on "
                 f"{self.device} only; both passes ran there"
             )
+        choice = loaded.model.offload
+        rendered.offload = choice.mode
+        if choice.mode != offloading.DEFAULT or choice.reason != "asked for":
+            rendered.notes.append(f"offload {choice.mode} ({choice.reason}): {offloading.EFFECT[choice.mode]}")
         if cuda:
-            rendered.peak_memory_gb = round(torch.cuda.max_memory_allocated(self.device) / 1e9, 3)
+            rendered.peak_memory_by_device = {
+                d: round(torch.cuda.max_memory_allocated(d) / 1e9, 3) for d in self._cuda_devices()
+            }
+            rendered.peak_memory_gb = rendered.peak_memory_by_device[self.device]
+            for d, gb in rendered.peak_memory_by_device.items():
+                self._run_peaks[d] = max(self._run_peaks.get(d, 0.0), gb)
         return rendered
+
+    def _cuda_devices(self) -> list[str]:
+        """The GPUs this engine renders on: the main device, and the CFG-parallel copy's."""
+        return [d for d in dict.fromkeys((self.device, self.cfg_device)) if d is not None and d.startswith("cuda")]
 
     def model(self, base_model: str = "tiny", base_dir: str = ".", model_id: str = DEFAULT_MODEL) -> LoadedModel:
         """The loaded model of a base (loaded now if it is not): its pipeline, LoRA state and caches."""
-        return self._ensure_model(model_id, (base_model, base_dir), {}).model
+        return self._ensure_model(model_id, (base_model, base_dir), {}, self.offload_override or offloading.DEFAULT).model
 
-    def adopt(self, pipe, name: str, model_id: str = DEFAULT_MODEL) -> None:
-        """Use a pipeline built in memory (benchmarks) as the base model `name`; cases then name it as override."""
+    def adopt(self, pipe, name: str, model_id: str = DEFAULT_MODEL, mode: str = offloading.DEFAULT) -> None:
+        """Use a pipeline built in memory (benchmarks) as the base model `name`, placed in offload `mode` (none,
+        model or sequential); cases then name it as override."""
         self.close()
         self.base_model_override = name
+        choice = offloading.choose(mode, self.device)
+        place(pipe, choice.mode, self.device)
         renderer = part(model_id, "wiring").Renderer(pipe)
-        self._loaded = self._hold(LoadedModel((model_id, name, self.device), pipe, LoraState.for_pipe(pipe), renderer))
+        model = LoadedModel((model_id, name, self.device), pipe, LoraState.for_pipe(pipe), renderer, choice)
+        self._loaded = self._hold(model)
         self._adopted = True
 
     def _hold(self, model: LoadedModel) -> _Loaded:
         replica = None
+        if self.cfg_device is not None and model.offload.mode != "none":
+            from parity.core.errors import ModelLoadError
+
+            raise ModelLoadError(
+                f"CFG-parallel keeps a whole transformer on {self.cfg_device} beside one on {self.device}; it runs "
+                f"with offload none only, and this model runs with offload {model.offload.mode}",
+                "drop --cfg-device, or run with --offload none on GPUs that hold the model",
+            )
         if self.cfg_device is not None:
             from parity.render.cfg_parallel import UncondReplica
 
@@ -308,23 +354,28 @@ class Engine:
             self._images[path], self._image_notes[path] = open_with_notes(path, "control image")
         return self._images[path]
 
-    def _ensure_model(self, model_id: str, base: tuple[str, str], timings: dict[str, float]) -> _Loaded:
+    def _ensure_model(self, model_id: str, base: tuple[str, str], timings: dict[str, float], asked: str) -> _Loaded:
         if self._loaded is not None and self._loaded.key == (model_id, base[0], self.device):
             return self._loaded  # adopted in memory
-        key = (model_id, locate(*base, model_id), self.device, str(self.dtype))
+        key = (model_id, locate(*base, model_id), self.device, str(self.dtype), asked)
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded
+        check_placeable(asked, self.device)
         self.close()
         self._adopted = False
         start = time.perf_counter()
         model = _POOL.take(key) if _POOL is not None else None
         if model is None:
-            pipe = load_pipeline(base[0], base[1], self.device, self.dtype, model_id)
-            model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), part(model_id, "wiring").Renderer(pipe))
+            pipe = read_pipeline(base[0], base[1], self.device, self.dtype, model_id)
+            choice = self._offload(asked, pipe, model_id, base)
+            place(pipe, choice.mode, self.device)  # as the server: the mode first, the LoRA later
+            renderer = part(model_id, "wiring").Renderer(pipe)
+            model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), renderer, choice)
             timings["model_load"] = time.perf_counter() - start
             if _POOL is not None:
                 _POOL.add(model)
         model.lora.fused.keep_pristine = self._keeps_copy(model_id, base)
+        model.lora.fused.copy_room = self._copy_room(model_id, base)
         if not model.lora.fused.keep_pristine and model.lora.fused.path is None:
             self._copy_notes.append(
                 "no copy of the LoRA-targeted weights is kept: every case of this run on this model fuses the same "
@@ -332,6 +383,45 @@ class Engine:
             )
         self._loaded = self._hold(model)
         return self._loaded
+
+    def _cases_on(self, model_id: str, base: tuple[str, str]) -> list[Case]:
+        return [c for c in self._plan if (c.model, self.base_of(c)) == (model_id, base)] or self._plan
+
+    def _largest_case(self, model_id: str, base: tuple[str, str]) -> tuple[int, str]:
+        """The planned case on this model with the most activations: (estimated bytes, the case in words)."""
+        activations = part(model_id, "geometry").activation_bytes
+        sized = [
+            (activations(c.effective.width, c.effective.height, len(c.effective.control_images)), c)
+            for c in self._cases_on(model_id, base)
+        ]
+        most, largest = max(sized, key=lambda item: item[0], default=(0, None))
+        if largest is None:
+            return 0, "none planned"
+        eff = largest.effective
+        return most, f"{largest.name}, {eff.width}x{eff.height}, {len(eff.control_images)} control image(s)"
+
+    def _copy_room(self, model_id: str, base: tuple[str, str]):
+        """What the weight copy may take on the GPU: the room left after twice the largest planned case's estimated
+        activations. The margin is for the libraries' workspaces: with a copy that left ~1 GB of an 80 GB cap
+        free, the first full-size case rendered other bits than the server's (cuDNN and cuBLAS choose kernels by
+        the memory they can get); with the copy in host memory, or 36 GB left free, the bits were the server's
+        (benchmarks/results/h200-2026-12-01b)."""
+        if not self.device.startswith("cuda"):
+            return None
+        return lambda: max(0, device_budget(self.device) - 2 * self._largest_case(model_id, base)[0])
+
+    def _offload(self, asked: str, pipe, model_id: str, base: tuple[str, str]) -> offloading.Choice:
+        """The offload mode to run in; `auto` sizes the model and the largest planned case on it against the
+        GPU's room."""
+        if asked != "auto" or not self.device.startswith("cuda"):
+            return offloading.choose(asked, self.device)
+        most, named = self._largest_case(model_id, base)
+        cases = self._cases_on(model_id, base)
+        weights = weight_bytes(pipe)
+        loras = [os.path.getsize(lora.path) for c in cases for lora in c.loras if os.path.isfile(lora.path)]
+        weights["transformer"] = weights.get("transformer", 0) + max(loras, default=0)  # the adapter rides with it
+        need = offloading.Need(weights, most, named)
+        return offloading.choose(asked, self.device, need, device_budget(self.device))
 
     def close(self, failed: bool = False) -> None:
         """Let go of the loaded model and free its memory (`failed`: after CUDA ran out of memory, so that the
@@ -363,10 +453,12 @@ class Engine:
             index = torch.device(self.device).index or 0
             info["device_name"] = torch.cuda.get_device_name(index)
             info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
-            info["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(index) / 1e9, 2)
-            if self.cfg_device is not None and self.cfg_device.startswith("cuda"):  # the CFG copy's device
-                cfg_index = torch.device(self.cfg_device).index or 0
-                info["cfg_peak_memory_gb"] = round(torch.cuda.max_memory_allocated(cfg_index) / 1e9, 2)
+            # the run's peaks: the largest of its cases' (each case resets the allocator's statistics)
+            peaks = {d: max(self._run_peaks.get(d, 0.0), torch.cuda.max_memory_allocated(d) / 1e9) for d in self._cuda_devices()}
+            info["peak_memory_gb"] = round(peaks[self.device], 2)
+            info["peak_memory_by_device"] = {d: round(v, 2) for d, v in peaks.items()}
+            if self.cfg_device is not None and self.cfg_device in peaks:  # the CFG copy's device
+                info["cfg_peak_memory_gb"] = round(peaks[self.cfg_device], 2)
         else:
             info["device_name"] = "cpu"
             info["threads"] = torch.get_num_threads()

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from parity.core.errors import ModelLoadError
+from parity.core.errors import CaseRunError, ModelLoadError
 from parity.models import DEFAULT_MODEL, get_model, part
 
 
@@ -39,9 +39,19 @@ def locate(base_model: str, base_dir: str, model_id: str = DEFAULT_MODEL) -> str
 def load_pipeline(
     base_model: str, base_dir: str, device: str, dtype: torch.dtype | None = None, model_id: str = DEFAULT_MODEL
 ):
+    """The model's diffusers pipeline on `device` with every component there (offload none)."""
+    pipe = read_pipeline(base_model, base_dir, device, dtype, model_id)
+    place(pipe, "none", device)
+    return pipe
+
+
+def read_pipeline(
+    base_model: str, base_dir: str, device: str, dtype: torch.dtype | None = None, model_id: str = DEFAULT_MODEL
+):
     """The model's diffusers pipeline (QwenImageEditPlusPipeline for Qwen-Image-Edit-2511) from a folder or the
-    local HF cache, on `device`, in the reference dtype (another `dtype` only where asked: `parity calibrate`
-    measures how far the other precision moves a case)."""
+    local HF cache, still on the CPU as `from_pretrained` leaves it (the server applies its offload mode next), in
+    the reference dtype of `device` (another `dtype` only where asked: `parity calibrate` measures how far the
+    other precision moves a case)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import diffusers
     from diffusers.utils import logging as diffusers_logging
@@ -62,6 +72,51 @@ def load_pipeline(
             "use `tiny`, a local diffusers folder of Qwen-Image-Edit-2511, or an HF id downloaded beforehand "
             "on a machine with hub access (`hf download Qwen/Qwen-Image-Edit-2511`)",
         ) from None
-    pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def place(pipe, mode: str, device: str) -> None:
+    """Apply one of the server's offload modes, as its `_apply_offload_mode` does before the LoRA is loaded:
+    `pipe.to(device)`, or diffusers' model or sequential CPU offload onto `device` (an accelerator only: diffusers
+    refuses both on a machine without one, and so does the server)."""
+    check_placeable(mode, device)
+    if mode == "none":
+        pipe.to(device)
+    elif mode == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        raise ValueError(f"unknown offload mode {mode!r}")
+
+
+def check_placeable(mode: str, device: str) -> None:
+    """CaseRunError, before anything is loaded, for an offload mode the device cannot run."""
+    if mode not in ("none", "auto") and not device.startswith("cuda"):
+        raise CaseRunError(
+            f"offload {mode} needs a GPU: diffusers moves the weights between host memory and an accelerator, and "
+            f"refuses the mode without one (so does the reference server); this run is on {device}",
+            "set `offload: none` (or `auto`) in the case file, or run with --offload none, or on a GPU with "
+            "--device cuda",
+        )
+
+
+def weight_bytes(pipe) -> dict[str, int]:
+    """Bytes of each torch component's parameters and buffers (what a mode moves to the GPU)."""
+    sizes = {}
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            tensors = (*component.parameters(), *component.buffers())
+            sizes[name] = sum(t.numel() * t.element_size() for t in tensors)
+    return sizes
+
+
+def device_budget(device: str) -> int:
+    """Bytes this process may still take on a GPU: what the device has free, within the per-process cap
+    (`torch.cuda.set_per_process_memory_fraction`), counting this process's cached but unused memory as free."""
+    index = torch.device(device).index or 0
+    free, total = torch.cuda.mem_get_info(index)
+    allocated, reserved = torch.cuda.memory_allocated(index), torch.cuda.memory_reserved(index)
+    fraction = torch.cuda.get_per_process_memory_fraction(index) if hasattr(torch.cuda, "get_per_process_memory_fraction") else 1.0
+    return int(min(free + reserved - allocated, total * fraction - allocated))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +92,9 @@ class FusedLora:
         # False: the run's plan fuses this one LoRA at one scale on this model and never leaves it, so the copy of
         # the targeted weights that a restore needs is not made (at full size: ~40 GB of GPU memory not taken)
         self.keep_pristine = True
+        # bytes the copy may take on the GPU (the engine keeps room for the largest planned case); None: as much
+        # as the GPU has
+        self.copy_room: Callable[[], int] | None = None
 
     def apply(self, path: str | None, scale: float | None, allow_partial: bool = False) -> dict[str, float]:
         """Make the pipeline's weights those of a fresh `load → fuse(scale)`; returns stage timings."""
@@ -111,6 +115,7 @@ class FusedLora:
             self.pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=scale)
             self.scale = scale
             _sync(self.pipe)
+            self._note_placeholders()
             timings["lora_fuse"] = time.perf_counter() - start
         return timings
 
@@ -151,6 +156,18 @@ class FusedLora:
         self.path = path
         return wrapped
 
+    def _note_placeholders(self) -> None:
+        """Under sequential offload the layers hold meta placeholders and the real weights wait in the offload
+        hooks: diffusers' fuse_lora merges into the placeholders, so the rendered image has no LoRA at all. The
+        server's does the same; said beside the case, whose bits stay the server's."""
+        note = (
+            "the LoRA is NOT applied: under offload sequential the layers hold placeholders (the weights wait in "
+            "host memory) and diffusers' fuse_lora merges into those, so the reference server renders the base "
+            "model alone, and so does this run (bit for bit); compare the LoRA with offload none or model"
+        )
+        if note not in self.notes and any(m.get_base_layer().weight.is_meta for m in self._wrapped().values()):
+            self.notes.append(note)
+
     def _unload_after_failure(self) -> None:
         """A load that failed half-way may have wrapped some layers already; take them out again (the engine also
         drops the model after any failed case, so the next case never sees this one's leftovers)."""
@@ -162,15 +179,15 @@ class FusedLora:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
 
     def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
-        """Copies of the weights a fuse changes, in one buffer (one allocation, not one per layer) on the model's
-        device, else in pinned CPU memory."""
+        """Copies of the weights a fuse changes, in one buffer (one allocation, not one per layer): on the model's
+        GPU when the whole copy fits in `copy_room`, else in pinned CPU memory."""
         sources: dict[tuple[str, str], torch.Tensor] = {}
         for name, module in wrapped.items():
             base = module.get_base_layer()
             sources[("weight", name)] = base.weight.data
             if getattr(base, "bias", None) is not None:
                 sources[("bias", name)] = base.bias.data
-        copies = _copy_all(sources)
+        copies = _copy_all(sources, self.copy_room() if self.copy_room is not None else None)
         return _Pristine(
             {n: t for (kind, n), t in copies.items() if kind == "weight"},
             {n: t for (kind, n), t in copies.items() if kind == "bias"},
@@ -224,27 +241,36 @@ def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -
     )
 
 
-def _copy_all(tensors: dict) -> dict:
-    """Exact copies of same-device tensors, as views into one buffer per dtype: on their device when it has
-    room, else in pinned CPU memory."""
+def _copy_all(tensors: dict, room: int | None = None) -> dict:
+    """Exact copies of same-device tensors, as views into one buffer per dtype: on their GPU when the whole copy
+    fits in `room` bytes (None: when the GPU has the memory), else all of it in pinned CPU memory (never split: a
+    GPU filled to the brim makes the libraries pick other kernels, and other bits); CPU tensors on the CPU."""
     copies: dict = {}
     by_dtype: dict[torch.dtype, list] = {}
     for key, tensor in tensors.items():
         by_dtype.setdefault(tensor.dtype, []).append((key, tensor))
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
     for dtype, items in by_dtype.items():
         device = items[0][1].device
-        total = sum(t.numel() for _, t in items)
-        try:
-            buffer = torch.empty(total, dtype=dtype, device=device)
-        except torch.cuda.OutOfMemoryError:
-            buffer = torch.empty(total, dtype=dtype, device="cpu", pin_memory=True)
-        offset = 0
-        for key, tensor in items:
-            view = buffer[offset : offset + tensor.numel()].view(tensor.shape)
-            view.copy_(tensor)
-            copies[key] = view
-            offset += tensor.numel()
+        on_device = device.type != "cuda" or room is None or total <= room
+        numel = sum(t.numel() for _, t in items)
+        if on_device:
+            try:
+                _copy_into(items, torch.empty(numel, dtype=dtype, device=device), copies)
+                continue
+            except torch.cuda.OutOfMemoryError:
+                pass
+        _copy_into(items, torch.empty(numel, dtype=dtype, device="cpu", pin_memory=True), copies)
     return copies
+
+
+def _copy_into(items: list, buffer: torch.Tensor, copies: dict) -> None:
+    offset = 0
+    for key, tensor in items:
+        view = buffer[offset : offset + tensor.numel()].view(tensor.shape)
+        view.copy_(tensor)
+        copies[key] = view
+        offset += tensor.numel()
 
 
 def _sync(pipe) -> None:
@@ -345,6 +371,14 @@ class LoraState:
         """Size of the kept copy of the LoRA-targeted weights (0: none kept)."""
         p = self.fused._pristine
         return 0 if p is None else sum(t.numel() * t.element_size() for t in (*p.weights.values(), *p.biases.values()))
+
+    def pristine_places(self) -> dict[str, int]:
+        """Where the kept copy lies: device -> bytes."""
+        p = self.fused._pristine
+        places: dict[str, int] = {}
+        for t in () if p is None else (*p.weights.values(), *p.biases.values()):
+            places[str(t.device)] = places.get(str(t.device), 0) + t.numel() * t.element_size()
+        return places
 
     @property
     def key(self) -> tuple:

@@ -274,11 +274,18 @@ def _case_view(anchor: str, r: CaseResult, run_env: dict, picture) -> CaseView:
         jpeg=_jpeg_rows(r),
         env_changes=env_changes(r.baseline_environment, run_env),
         notes=r.notes,
-        timings=" · ".join(f"{k} {v:.2f} s" for k, v in r.timings.items())
-        + (f" · peak GPU memory {r.peak_memory_gb:.2f} GB" if r.peak_memory_gb is not None else ""),
+        timings=" · ".join(f"{k} {v:.2f} s" for k, v in r.timings.items()) + _memory_line(r),
         paths=_path_rows(r),
         error=r.error,
     )
+
+
+def _memory_line(r: CaseResult) -> str:
+    """Offload mode and GPU peaks, appended to the timings line."""
+    parts = [f"offload {r.offload}"] if r.offload else []
+    peaks = r.peak_memory_by_device or ({} if r.peak_memory_gb is None else {"GPU": r.peak_memory_gb})
+    parts += [f"peak memory {device} {gb:.2f} GB" for device, gb in peaks.items()]
+    return "".join(f" · {p}" for p in parts)
 
 
 def _metric_rows(r: CaseResult) -> tuple[MetricRow, ...]:

@@ -49,7 +49,7 @@ FORMAT: dict[type, tuple[tuple[str, str], ...]] = {
         "id", "suite", "suite_file", "name", "status", "reason", "index", "metrics", "thresholds", "violations",
         "output_size", "baseline_size", "requested", "effective", "notes", "paths", "baseline_action", "timings",
         "error", "jpeg", "training_step", "baseline_origin", "wiring", "diagnosis", "baseline_environment",
-        "peak_memory_gb", "environment_class", "baseline_set", "baseline_choice", "threshold_sources", "noise_floor",
+        "peak_memory_gb", "peak_memory_by_device", "offload", "environment_class", "baseline_set", "baseline_choice", "threshold_sources", "noise_floor",
         "calibration_file",
     ),
     Metrics: _same("ssim", "psnr", "max_abs_diff", "mean_abs_diff", "changed_pixels", "pixel_tolerance"),

@@ -52,7 +52,9 @@ class CaseResult:
     wiring: tuple[KnobRow, ...] = ()
     diagnosis: Diagnosis | None = None
     baseline_environment: dict[str, Any] | None = None  # recorded when a pinned baseline was written
-    peak_memory_gb: float | None = None  # CUDA: the case's peak allocated memory
+    peak_memory_gb: float | None = None  # CUDA: the case's peak allocated memory on its main device
+    peak_memory_by_device: dict[str, float] = field(default_factory=dict)  # CUDA: device -> the case's peak GB
+    offload: str | None = None  # the offload mode it rendered in (core.offload.MODES); None: not rendered
     environment_class: str | None = None  # this run's class (envclass), e.g. cpu-float32-avx2
     baseline_set: str | None = None  # the class of the set compared with (None: a training preview)
     baseline_choice: str | None = None  # which baseline was used, in words (own set, nearest set, preview)

@@ -53,6 +53,7 @@ class RunOptions:
     device: str = "cpu"
     cfg_device: str | None = None
     base_model: str | None = None
+    offload: str | None = None  # every case's offload mode, over the case files' (core.offload.CHOICES)
     update: bool = False
     diagnose: bool = False
     self_contained: bool = False
@@ -84,7 +85,9 @@ class ParitySession:
         if self._engine is None:
             from parity.render.engine import Engine
 
-            self._engine = Engine(self.options.device, self.options.base_model, self.options.cfg_device)
+            self._engine = Engine(
+                self.options.device, self.options.base_model, self.options.cfg_device, offload=self.options.offload
+            )
             if self._expected is not None:
                 self._engine.expect(self._expected, self.options.diagnose)
         return self._engine
@@ -224,6 +227,8 @@ class ParitySession:
             notes=(*case.notes, *rendered.notes, *baseline_notes, *tolerance.notes),
             baseline_environment=read_fingerprint(decision.path),
             peak_memory_gb=rendered.peak_memory_gb,
+            peak_memory_by_device=rendered.peak_memory_by_device,
+            offload=rendered.offload,
             environment_class=self.run_class.key,
             baseline_set=(choice.run_class if written else choice.set_class).key if (written or choice.set_class) else None,
             baseline_choice=f"set {choice.run_class.key} (written by this run)" if written else choice.describe(),

@@ -64,7 +64,9 @@ class Rendered:
     decoded: torch.Tensor  # the VAE output before post-processing, for exactness tests
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
-    peak_memory_gb: float | None = None
+    peak_memory_gb: float | None = None  # the engine's: CUDA peak on the main device
+    peak_memory_by_device: dict[str, float] = field(default_factory=dict)
+    offload: str | None = None  # the engine's: the offload mode it rendered in
 
 
 def condition_tensor(image: Image.Image, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -129,6 +131,9 @@ class Renderer:
                 raise CaseRunError(*self._nan_source(request, knobs))
             with timer("postprocess"):
                 image = to_uint8(self.pipe, decoded)
+            # as the stock call ends: under model offload every component goes back to the CPU and the hooks are
+            # set again (so a LoRA change between cases is fused on the CPU, as the server fuses it)
+            self.pipe.maybe_free_model_hooks()
             if not image.any():
                 raise CaseRunError(
                     "the output is all black",
@@ -149,6 +154,8 @@ class Renderer:
         for part in ("transformer", "text_encoder", "vae"):
             module = getattr(self.pipe, part, None)
             for name, tensor in module.named_parameters() if module is not None else ():
+                if tensor.is_meta:  # offload sequential: the weights wait in host memory, checked there by load
+                    continue
                 if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                     return (
                         f"{what}: the model's {part} weight {name} holds NaN or infinite values (LoRA applied, if any)",
