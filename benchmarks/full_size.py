@@ -11,7 +11,12 @@ LoRA scales, 25 steps, CFG). Drivers, all on the same weights in one process:
                       scale change, the stock pipeline call, JPEG q95 save; no offload (its fastest setting);
                       the stock call's own denoising loop is timed (first transformer pass to the last step's
                       end) so parity's loop can be set against it case by case
-  server-model        the same with diffusers' model CPU offload (its pipeline classes' default)
+  server-model        the same with diffusers' model CPU offload (OFFLOAD_MODE=model)
+  server-sequential   the same with diffusers' sequential CPU offload (OFFLOAD_MODE=sequential)
+  parity-model, parity-sequential
+                      parity's engine in that offload mode (offload: model / sequential), the suite in order
+--cap-gb N holds every driver to N GB of the GPU (torch.cuda.set_per_process_memory_fraction, set once the model
+is placed), as on a smaller card: 80 (A100/H100), 48 (L40S/A6000), 24.
 Per case it records the stage timings, the denoising FLOPs counted from the actual sequence lengths against
 the bound at --tflops, the time outside denoising, scale-switch time and peak memory, and writes
 results.json and results.md under --out after every case (a run cut short keeps what it finished).
@@ -262,8 +267,33 @@ def render_case(engine: Engine, case, size: int, tflops: float, previous_scale) 
     }, decoded
 
 
-def run_parity(engine: Engine, cases, order, size, tflops, recorder, driver, outputs):
+# parity driver -> (case order, CFG-parallel on a second GPU, offload mode)
+PARITY_DRIVERS = {
+    "parity-a": ("forward", False, "none"),
+    "parity-b": ("interleaved", False, "none"),
+    "parity-cfg2": ("forward", True, "none"),
+    "parity-model": ("forward", False, "model"),
+    "parity-sequential": ("forward", False, "sequential"),
+}
+
+
+def cap(args) -> None:
+    """Hold this process to --cap-gb of the GPU from now on (a smaller card); no cap: the whole GPU."""
+    if args.device.startswith("cuda"):
+        total = torch.cuda.get_device_properties(args.device).total_memory
+        fraction = min(1.0, args.cap_gb * 1e9 / total) if args.cap_gb else 1.0
+        torch.cuda.set_per_process_memory_fraction(fraction, args.device)
+
+
+def uncap(args) -> None:
+    if args.device.startswith("cuda"):
+        torch.cuda.set_per_process_memory_fraction(1.0, args.device)
+
+
+def run_parity(engine: Engine, cases, order, size, tflops, recorder, driver, outputs, copy_room_gb=None):
     engine.expect([cases[index] for index in order])  # as a parity run plans it: one scale keeps no weight copy
+    if copy_room_gb is not None:  # where the weight copy goes, forced (the engine's own rule otherwise)
+        engine._loaded.lora.fused.copy_room = lambda: int(copy_room_gb * 1e9)
     start = time.perf_counter()
     previous_scale = None
     for index in order:
@@ -300,13 +330,19 @@ class StockDenoiseClock:
         return float("nan") if self.start is None or self.end is None else self.end - self.start
 
 
-def run_server_style(pipe, cases, lora: Path, offload: str, recorder, driver, device):
+def run_server_style(args, pipe, cases, lora: Path, offload: str, recorder, driver, device):
     """What ai-toolkit-inference does per request, on the same weights (a fresh LoRA load first)."""
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
+    pipe.remove_all_hooks()  # whatever a driver before left; then the server's one mode (its _apply_offload_mode)
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    cap(args)
     start = time.perf_counter()
     t0 = time.perf_counter()
     pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="lora", local_files_only=True)
@@ -387,6 +423,8 @@ def parse_args(argv=None, description: str = "") -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="the GPU (default cuda:0; cpu with --tiny)")
     parser.add_argument("--cfg-device", default=None, help="the second device of parity-cfg2 (default cuda:1; cpu with --tiny)")
     parser.add_argument("--label", default="")
+    parser.add_argument("--copy-room-gb", type=float, default=None, help="force the GB the weight copy may take on the GPU (0: all in pinned host memory)")
+    parser.add_argument("--cap-gb", type=float, default=None, help="hold every driver to this many GB of the GPU (a smaller card)")
     parser.add_argument("--tiny", action="store_true", help="the bundled tiny model on the CPU: checks this script, measures nothing")
     args = parser.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda:0")
@@ -416,7 +454,7 @@ def set_up(args):
     gigabytes = sum(p.numel() * p.element_size() for name in ("transformer", "text_encoder", "vae") for p in pipe.components[name].parameters()) / 1e9
     meta = {"label": args.label, "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu (tiny model)",
             "torch": torch.__version__, "steps": args.steps, "size": args.size, "cases": len(cases), "lora_rank": args.rank,
-            "lora_modules": modules, "tflops_bound": args.tflops, "build_s": round(build_s, 1), "model_gb": round(gigabytes, 2),
+            "lora_modules": modules, "tflops_bound": args.tflops, "cap_gb": args.cap_gb, "build_s": round(build_s, 1), "model_gb": round(gigabytes, 2),
             "weights_sample_sha256": weights_fingerprint(pipe)}  # equal across runs = the same random weights
     return pipe, cases, lora, meta
 
@@ -449,39 +487,46 @@ def release(engine: Engine, device: str) -> bool:
 
 def run_parity_drivers(args, shared: dict, cases, drivers, recorder, summary, outputs) -> None:
     """Every parity driver in turn on the shared pipeline (`shared["pipe"]`, the only reference to it, so that a
-    model built again replaces it in memory); leaves it with its untouched weights (built again where an engine
-    kept no copy to restore them from)."""
+    model built again replaces it in memory); leaves it with its untouched weights, on the CPU or the GPU, without
+    offload hooks (built again where an engine kept no copy to restore them from)."""
     forward = list(range(len(cases)))
     interleaved = [i for pair in zip(reversed(forward), forward) for i in pair][: len(cases)]  # 7,0,6,1,...
-    orders = {"parity-a": forward, "parity-b": list(dict.fromkeys(interleaved + forward)), "parity-cfg2": forward}
-    current: tuple[str | None, Engine] | None = None
+    orders = {"forward": forward, "interleaved": list(dict.fromkeys(interleaved + forward))}
+    current: tuple[tuple, Engine] | None = None
     latents: dict = {}  # --tiny (which measures nothing): the engines share the control latents
     for driver in drivers:
-        cfg_device = args.cfg_device if driver == "parity-cfg2" else None
-        if current is None or current[0] != cfg_device:
+        order, parallel, mode = PARITY_DRIVERS[driver]
+        setting = (args.cfg_device if parallel else None, mode)
+        if mode != "none":
+            args.no_warm_up = True  # a warm-up render would move every component: minutes, and no kernel left cold
+        if current is None or current[0] != setting:
             if current is not None:
                 handed_back(args, shared, current[1], summary)
-            engine = Engine(args.device, cfg_device=cfg_device)
+            engine = Engine(args.device, cfg_device=setting[0])
             t0 = time.perf_counter()
-            engine.adopt(shared["pipe"], "full-size")
+            engine.adopt(shared["pipe"], "full-size", mode=mode)
+            cap(args)
             if args.tiny:
                 engine._loaded.renderer.latent_cache = latents
-            if cfg_device is not None:
-                summary[f"{driver}: transformer copy set up on {cfg_device} s"] = round(time.perf_counter() - t0, 2)
-            summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0], args.tiny), 2)
-            current = (cfg_device, engine)
+            summary[f"{driver}: model placed (offload {mode}) s"] = round(time.perf_counter() - t0, 2)
+            if not getattr(args, "no_warm_up", False):
+                summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0], args.tiny), 2)
+            current = (setting, engine)
         outputs[driver] = {}
-        summary[f"{driver} suite wall s"] = round(run_parity(current[1], cases, orders[driver], args.size, args.tflops, recorder, driver, outputs[driver]), 2)
+        summary[f"{driver} suite wall s"] = round(run_parity(current[1], cases, orders[order], args.size, args.tflops, recorder, driver, outputs[driver], args.copy_room_gb), 2)
         recorder.flush()
     if current is not None:
         handed_back(args, shared, current[1], summary)
 
 
 def handed_back(args, shared: dict, engine: Engine, summary) -> None:
-    """The pipeline after a parity engine, with its untouched weights."""
+    """The pipeline after a parity engine, with its untouched weights and no offload hooks."""
+    uncap(args)
+    pipe = shared["pipe"]
     if release(engine, args.device):
+        pipe.remove_all_hooks()
         return
-    del engine
+    del engine, pipe
     shared.pop("pipe")
     gc.collect()
     if args.device.startswith("cuda"):
@@ -517,6 +562,10 @@ def compare_drivers(drivers, recorder, summary, outputs) -> None:
     for driver in ("server-none", "server-model"):
         if parity_wall and f"{driver} suite wall s" in summary:
             summary[f"{driver} / parity-a wall ratio"] = round(summary[f"{driver} suite wall s"] / parity_wall, 3)
+    for mode, parity_driver in (("none", "parity-a"), ("model", "parity-model"), ("sequential", "parity-sequential")):
+        ours, theirs = summary.get(f"{parity_driver} suite wall s"), summary.get(f"server-{mode} suite wall s")
+        if ours and theirs:
+            summary[f"{parity_driver} / server-{mode} suite wall (same mode, same cap)"] = round(ours / theirs, 3)
 
 
 def main(argv=None) -> int:
@@ -533,7 +582,8 @@ def main(argv=None) -> int:
     for driver in (d for d in drivers if d.startswith("server")):
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(args.device)
-        summary[f"{driver} suite wall s"] = round(run_server_style(pipe, cases, lora, driver.split("-")[1], recorder, driver, args.device), 2)
+        summary[f"{driver} suite wall s"] = round(run_server_style(args, pipe, cases, lora, driver.split("-")[1], recorder, driver, args.device), 2)
+        uncap(args)
         pipe.unfuse_lora()
         pipe.unload_lora_weights()
         recorder.flush()
