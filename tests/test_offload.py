@@ -167,3 +167,33 @@ def test_sequential_offload_renders_without_the_lora_as_the_server_does_and_says
     assert torch.equal(seq.decoded, bare.decoded)
     assert any("the LoRA is NOT applied" in n for n in seq.notes)
     assert any(n.startswith("offload sequential (asked for)") for n in seq.notes)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_auto_on_a_gpu_sizes_the_run_against_what_the_gpu_allows(write_case, monkeypatch):
+    """Uncapped, the tiny model and its case fit: none. Under a 1 GB cap even the activations estimated for the case
+    do not: sequential, the last resort. Each says so with its numbers."""
+    import parity.render.engine as engine_module
+    from parity.render.engine import Engine
+
+    monkeypatch.setattr(engine_module, "_POOL", None)  # every engine loads and chooses anew
+    case = load_cases(write_case(small_suite(["{name: one, prompt: 'sks a hat', ctrl_img_1: inputs/person.png}"], extra="offload: auto\n")))[0]
+    roomy = Engine("cuda:0")
+    roomy.expect([case])
+    first = roomy.render(case)
+    roomy.close()
+    assert first.offload == "none"
+    assert any(n.startswith("offload none (auto: everything fits") and "cuda:0 allows" in n for n in first.notes)
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(1e9 / total, 0)
+    try:
+        tight = Engine("cuda:0")
+        tight.expect([case])
+        second = tight.render(case)
+        tight.close()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+    assert second.offload == "sequential"
+    assert any("last resort" in n and "cuda:0 allows" in n for n in second.notes)
