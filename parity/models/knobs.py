@@ -41,6 +41,7 @@ ALWAYS_SHOWN = (Knob.SIZE, Knob.SCHEDULER, Knob.LORA_SCALE)
 class LoraMethod(enum.Enum):
     NONE = "no LoRA"
     DIFFUSERS_FUSE = "diffusers load_lora_weights + fuse_lora (PEFT delta in the model dtype)"
+    DIFFUSERS_ADAPTER = "diffusers load_lora_weights, the PEFT adapter kept unfused at the scale (set_weights_and_activate_adapters)"
     AITK_MERGE = "ai-toolkit merge_in: float32 delta written back in the model dtype"
     AITK_UNMERGED = "ai-toolkit unmerged: a float32 LoRA branch added at each sample's multiplier"
 

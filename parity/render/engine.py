@@ -32,6 +32,9 @@ from parity.render.loading import (
 )
 from parity.render.lora import LoraState, PristineMissing
 
+# LoRA applications that live in the main transformer's modules, which the CFG-parallel copy (base weights) lacks
+_ONE_DEVICE_METHODS = (LoraMethod.AITK_UNMERGED, LoraMethod.DIFFUSERS_ADAPTER)
+
 
 @dataclass
 class LoadedModel:
@@ -288,8 +291,8 @@ class Engine:
         self._copy_notes = []
         if loaded.replica is not None and replica is None:
             rendered.notes.append(
-                f"CFG-parallel not used for this render: ai-toolkit's unmerged LoRA branch runs as forward hooks on "
-                f"{self.device} only; both passes ran there"
+                f"CFG-parallel not used for this render: the LoRA runs unmerged ({wiring.value(Knob.LORA_METHOD).value}) "
+                f"in the transformer on {self.device} only; both passes ran there"
             )
         choice = loaded.model.offload
         rendered.offload = choice.mode
@@ -342,7 +345,7 @@ class Engine:
 
     def _replica_for(self, loaded: _Loaded, wiring: Wiring, timings: dict[str, float]):
         """The CFG-parallel copy, holding the weights the main transformer holds now; None when it cannot."""
-        if loaded.replica is None or wiring.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED:
+        if loaded.replica is None or wiring.value(Knob.LORA_METHOD) in _ONE_DEVICE_METHODS:
             return None
         seconds = loaded.replica.follow(loaded.lora.key)
         if seconds is not None:

@@ -1,8 +1,11 @@
-"""LoRA application, three ways: diffusers fuse (the reference server) and ai-toolkit's merge or unmerged branch.
+"""LoRA application, four ways: diffusers fuse or adapter (the reference server) and ai-toolkit's merge or unmerged
+branch.
 
 - FusedLora: `load_lora_weights(dir, weight_name=file, adapter_name="lora")` + `fuse_lora(lora_scale=...)`, as
-  ai-toolkit-inference does; before a different scale is fused, the targeted weights and PEFT's scaling are
-  restored, so a case's weights never depend on the cases run before it.
+  ai-toolkit-inference does for its FUSE models; before a different scale is fused, the targeted weights and
+  PEFT's scaling are restored, so a case's weights never depend on the cases run before it. The same loaded
+  adapter also serves the server's SET_ADAPTERS models: kept unfused, its scale set by diffusers'
+  `set_weights_and_activate_adapters` (PEFT's scaling = scale x alpha / r, absolute, so a switch is exact).
 - AitkLora: ai-toolkit's own network as its sampler applies it (toolkit/network_mixins.py): `merge_in` adds
   `multiplier * (up @ down) * scale` computed in float32 and writes it back in the model dtype; unmerged, each
   targeted linear adds `(up(down(x.float())) * scale) * multiplier`, cast to the output dtype.
@@ -81,12 +84,14 @@ class _Pristine:
 
 
 class FusedLora:
-    """Which LoRA a pipeline holds and at which scale it is fused; every fuse starts from pristine weights."""
+    """Which LoRA a pipeline holds, at which scale, fused or as an unfused adapter; every fuse starts from pristine
+    weights."""
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.path: str | None = None
-        self.scale: float | None = None
+        self.scale: float | None = None  # None: loaded as from disk (PEFT's scaling alpha / r), nothing applied
+        self.fused = True  # how `scale` is applied: fused into the weights, or as the adapter's scaling
         self.notes: list[str] = []
         self._pristine: _Pristine | None = None
         # False: the run's plan fuses this one LoRA at one scale on this model and never leaves it, so the copy of
@@ -96,8 +101,11 @@ class FusedLora:
         # as the GPU has
         self.copy_room: Callable[[], int] | None = None
 
-    def apply(self, path: str | None, scale: float | None, allow_partial: bool = False) -> dict[str, float]:
-        """Make the pipeline's weights those of a fresh `load → fuse(scale)`; returns stage timings."""
+    def apply(
+        self, path: str | None, scale: float | None, allow_partial: bool = False, fuse: bool = True
+    ) -> dict[str, float]:
+        """Make the pipeline's weights those of a fresh `load → fuse(scale)` (`fuse=False`: of a fresh load with the
+        adapter's scale set, the server's SET_ADAPTERS); returns stage timings."""
         timings: dict[str, float] = {}
         if path != self.path:
             self._drop()
@@ -108,15 +116,22 @@ class FusedLora:
                     self._pristine = self._snapshot(wrapped)
                     _sync(self.pipe)
                     timings["lora_snapshot"] = time.perf_counter() - start
-        if path is not None and scale != self.scale:
+        if path is not None and (scale, fuse) != (self.scale, self.fused):
             start = time.perf_counter()
-            if self.scale is not None:
+            if self.scale is not None and self.fused:
                 self._restore()
-            self.pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=scale)
-            self.scale = scale
+            if fuse:
+                for module in self._wrapped().values():
+                    module.unscale_layer()  # PEFT's own alpha / r, as loaded (an adapter scale set before is undone)
+                self.pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=scale)
+                self._note_placeholders()
+            elif scale != 1.0 or self.scale is not None:  # loading activates the adapter at 1.0; any switch sets it
+                from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
+                set_weights_and_activate_adapters(self.pipe.transformer, [ADAPTER], [scale])
+            self.scale, self.fused = scale, fuse
             _sync(self.pipe)
-            self._note_placeholders()
-            timings["lora_fuse"] = time.perf_counter() - start
+            timings["lora_fuse" if fuse else "lora_scale"] = time.perf_counter() - start
         return timings
 
     def _load(self, path: str, allow_partial: bool = False, timings: dict | None = None) -> dict[str, torch.nn.Module]:
@@ -173,7 +188,7 @@ class FusedLora:
         drops the model after any failed case, so the next case never sees this one's leftovers)."""
         with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
             self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine = None, None, None
+        self.path, self.scale, self._pristine, self.fused = None, None, None, True
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
@@ -214,10 +229,10 @@ class FusedLora:
     def _drop(self) -> None:
         if self.path is None:
             return
-        if self.scale is not None:
+        if self.scale is not None and self.fused:
             self._restore()
         self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine = None, None, None
+        self.path, self.scale, self._pristine, self.fused = None, None, None, True
 
 
 def is_tuner(module: torch.nn.Module) -> bool:
@@ -383,16 +398,16 @@ class LoraState:
     @property
     def key(self) -> tuple:
         """What the transformer's weights are now (equal keys: equal weights)."""
-        return (self.fused.path, self.fused.scale, self.aitk.state)
+        return (self.fused.path, self.fused.scale, self.fused.fused, self.aitk.state)
 
     def apply(self, method: LoraMethod, path: str | None, scale: object, allow_partial: bool = False) -> dict[str, float]:
         """`scale`: a float for diffusers; (multiplier, alpha/rank) for ai-toolkit, kept apart as it computes."""
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        if method is LoraMethod.DIFFUSERS_FUSE and path is not None:
+        if method in (LoraMethod.DIFFUSERS_FUSE, LoraMethod.DIFFUSERS_ADAPTER) and path is not None:
             self.aitk.clear()
             value = scale[0] * scale[1] if isinstance(scale, tuple) else scale
-            return self.fused.apply(path, float(value), allow_partial)
+            return self.fused.apply(path, float(value), allow_partial, fuse=method is LoraMethod.DIFFUSERS_FUSE)
         if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None:
             timings.update(self.fused.apply(None, None))
             multiplier, alpha_scale = scale if isinstance(scale, tuple) else (scale, 1.0)
