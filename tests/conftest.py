@@ -28,16 +28,17 @@ def pytest_configure(config):
 
 def _split_the_cores(config) -> None:
     """Under pytest-xdist (`-n N`, the README's command) the workers share the cores: each computes with its share
-    of them (and so do the processes it starts), and the controller builds the tiny model once before they start.
+    of them (and so do the processes it starts), and the controller builds each model's tiny model once before they start.
     The tiny model's ops are too small to keep two threads busy, so two one-thread workers on two cores finish the
     suite in about 0.7 of one two-thread session. Every comparison in the suite is between renders of one process
     or of processes with the same thread count (and MKL_CBWR makes MKL's results independent of it)."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         if getattr(config.option, "numprocesses", None):
-            from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny
+            from parity.models import MODELS, part
 
-            ensure_tiny()
+            for model_id in MODELS:
+                part(model_id, "tiny").ensure_tiny()
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // int(workerinput["workercount"]))

@@ -116,6 +116,22 @@ def test_legacy_prompts_list_with_flags_and_named_lora(tmp_path, monkeypatch):
     assert cases[0].effective.width == 96
 
 
+@pytest.mark.parametrize(
+    "arch, base, given, model",
+    [
+        ("qwen_image_edit_plus", "Qwen/Qwen-Image-Edit-2509", "tiny", "qwen_image_edit_plus"),
+        ("qwen_image_edit_plus:2511", "/data/models/qwen-edit", "tiny", "qwen_image_edit_plus_2511"),  # the UI's tag
+        ("qwen_image_edit_plus", "/data/models/qwen-edit", "/data/Qwen-Image-Edit-2509", "qwen_image_edit_plus"),
+    ],
+)
+def test_the_model_id_follows_the_checkpoint_the_job_names(tmp_path, monkeypatch, arch, base, given, model):
+    monkeypatch.chdir(tmp_path)
+    result = import_job(make_job(tmp_path, SAMPLES, arch=arch, base=base), base_model=given)
+    assert yaml.safe_load(result.case_file.read_text())["model"] == model
+    if given == "tiny":
+        assert {c.model for c in load_cases(result.case_file)} == {model}
+
+
 def test_the_final_checkpoint_belongs_to_the_last_step_and_pruned_steps_are_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     job = make_job(tmp_path, SAMPLES, checkpoints=(), final=True)
@@ -155,9 +171,10 @@ def test_refusals_write_nothing(tmp_path, monkeypatch, breaking, message):
 
 def test_unsupported_architecture_and_pickled_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    job = make_job(tmp_path, SAMPLES, base="Qwen/Qwen-Image-Edit-2509")
-    with pytest.raises(JobImportError, match="supports qwen_image_edit_plus_2511"):
+    job = make_job(tmp_path, SAMPLES, base="Qwen/Qwen-Image-Edit")
+    with pytest.raises(JobImportError, match="cannot tell which qwen_image_edit_plus checkpoint") as info:
         import_job(job)
+    assert "--base-model" in info.value.fix and "Qwen/Qwen-Image-Edit-2509" in info.value.fix
     shutil.rmtree(tmp_path / "output")
     shutil.rmtree(tmp_path / "inputs")
     job = make_job(tmp_path, SAMPLES, checkpoints=(), final=False)

@@ -1,5 +1,6 @@
 """The bundled tiny model: real classes, offline, byte-for-byte reproducible, and sensitive to every input."""
 
+import functools
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parity.core.images import open_rgb
-from parity.models import QWEN_IMAGE_EDIT_PLUS_2511
+from parity.models import DEFAULT_MODEL, QWEN_IMAGE_EDIT_PLUS_2511
 from parity.models.qwen_image_edit_plus_2511.denoise import StageTimer, control_sizes, generate, to_uint8
 from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
 from parity.models.qwen_image_edit_plus_2511.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
@@ -83,10 +84,13 @@ def test_committed_tiny_lora_is_the_generated_one():
     assert {t.dtype for t in fresh.values()} == {torch.float16}
 
 
-@pytest.fixture(scope="module")
-def lora_pipe():
-    pipe = load_pipeline("tiny", ".", "cpu")
+@pytest.fixture(scope="module", params=[(DEFAULT_MODEL, True), ("qwen_image_edit_plus", False)], ids=["2511", "2509"])
+def lora_pipe(request):
+    """Each tiny model with the LoRA as its server applies it: fused (2511) or as an unfused adapter (2509)."""
+    model_id, fuse = request.param
+    pipe = load_pipeline("tiny", ".", "cpu", model_id=model_id)
     lora = FusedLora(pipe)
+    lora.apply = functools.partial(lora.apply, fuse=fuse)
     lora.apply(str(TINY_LORA), 1.0)
     return pipe, lora
 

@@ -24,7 +24,10 @@ from parity.core.atomic import sha256_of, write_text
 from parity.core.errors import ParityError
 
 PREVIEW_NAME = re.compile(r"^(?P<ms>\d+)__(?P<step>\d{9})_(?P<index>\d+)\.(?P<ext>jpg|jpeg|png|webp)$", re.IGNORECASE)
-SUPPORTED = {"qwen_image_edit_plus": "qwen_image_edit_plus_2511 (arch qwen_image_edit_plus with a 2511 base model)"}
+# trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id), in the order tried
+SUPPORTED: dict[str, tuple[tuple[str, str], ...]] = {
+    "qwen_image_edit_plus": (("2511", "qwen_image_edit_plus_2511"), ("2509", "qwen_image_edit_plus")),
+}
 
 
 class JobImportError(ParityError):
@@ -154,15 +157,27 @@ def read_job_config(path: Path) -> dict:
         ) from None
 
 
-def model_id(process: dict) -> str:
+def model_id(process: dict, base_model: str | None = None) -> str:
+    """The parity model id of a job: its arch (the UI's `arch:tag` has the tag the trainer strips) and the base
+    model its tag or name_or_path names; JobImportError with the fix when that does not tell."""
     model = process.get("model") or {}
-    arch, base = model.get("arch"), str(model.get("name_or_path") or "")
-    if arch == "qwen_image_edit_plus" and "2511" in base + str(model.get("extras_name_or_path") or ""):
-        return "qwen_image_edit_plus_2511"
-    raise JobImportError(
-        f"unsupported model: arch {arch!r}, name_or_path {base!r}",
-        f"parity supports {'; '.join(SUPPORTED.values())}",
+    arch, _, tag = str(model.get("arch") or "").partition(":")
+    base = str(model.get("name_or_path") or "")
+    named = " ".join((tag, base, str(model.get("extras_name_or_path") or ""), base_model or ""))
+    for marker, found in SUPPORTED.get(arch, ()):
+        if marker in named:
+            return found
+    supported = "; ".join(
+        f"arch {a} with a base model whose name says {' or '.join(m for m, _ in rules)} ({', '.join(i for _, i in rules)})"
+        for a, rules in SUPPORTED.items()
     )
+    if arch in SUPPORTED:
+        raise JobImportError(
+            f"cannot tell which {arch} checkpoint the job trained on: arch {model.get('arch')!r}, name_or_path {base!r}",
+            f"parity supports {supported}; pass --base-model with the checkpoint's folder or HF id named so "
+            "(Qwen/Qwen-Image-Edit-2511, Qwen/Qwen-Image-Edit-2509), or set `model:` in the written case file",
+        )
+    raise JobImportError(f"unsupported model: arch {model.get('arch')!r}, name_or_path {base!r}", f"parity supports {supported}")
 
 
 def training_block(process: dict, step: int) -> dict:
@@ -277,7 +292,7 @@ def import_job(
     config_path = Path(config).resolve() if config else job_dir / "config.yaml"
     job = read_job_config(config_path)
     name, process = job["name"], job["process"]
-    model = model_id(process)
+    model = model_id(process, base_model)
     sample = process.get("sample")
     if not isinstance(sample, dict):
         raise JobImportError(f"{config_path} has no sample block in config.process[0]", "the job must have sampled previews")

@@ -110,13 +110,15 @@ class FusedLora:
         if path != self.path:
             self._drop()
             if path is not None:
-                wrapped = self._load(path, allow_partial, timings)
-                if self.keep_pristine:
-                    start = time.perf_counter()
-                    self._pristine = self._snapshot(wrapped)
-                    _sync(self.pipe)
-                    timings["lora_snapshot"] = time.perf_counter() - start
+                self._load(path, allow_partial, timings)
         if path is not None and (scale, fuse) != (self.scale, self.fused):
+            if fuse and self._pristine is None and self.keep_pristine:
+                # the base weights are still the loaded ones (an adapter leaves them alone): copied before the
+                # first fuse, so a plan that never fuses (the server's SET_ADAPTERS models) never pays for it
+                start = time.perf_counter()
+                self._pristine = self._snapshot(self._wrapped())
+                _sync(self.pipe)
+                timings["lora_snapshot"] = time.perf_counter() - start
             start = time.perf_counter()
             if self.scale is not None and self.fused:
                 self._restore()

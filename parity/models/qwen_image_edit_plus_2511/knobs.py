@@ -98,7 +98,9 @@ def _cfg(case: Case, on: bool, label: str) -> Setting:
 
 
 # reference_wiring and preview_wiring are tables, one entry per knob in the README's order; they read best whole.
-def reference_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
+def reference_wiring(case: Case, facts: RuntimeFacts, lora_method: LoraMethod = LoraMethod.DIFFUSERS_FUSE) -> Wiring:
+    """`lora_method`: how the server applies the LoRA to this model (FUSE for 2511; SET_ADAPTERS, the adapter kept
+    unfused, for 2509, which shares everything else)."""
     eff = case.effective
     text_sizes = tuple(server_condition_size(*facts.image_sizes[p]) for p in eff.control_images)
     lora = bool(case.loras)
@@ -111,7 +113,7 @@ def reference_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
                 Setting(facts.scheduler_config, f"FlowMatchEuler, checkpoint config: {_scheduler_text(facts.scheduler_config)}", key=facts.scheduler_config),
             ),
             (Knob.LORA_SCALE, Setting(eff.lora_scale, "none" if eff.lora_scale is None else f"{eff.lora_scale:g}")),
-            (Knob.LORA_METHOD, _method(LoraMethod.DIFFUSERS_FUSE if lora else LoraMethod.NONE)),
+            (Knob.LORA_METHOD, _method(lora_method if lora else LoraMethod.NONE)),
             (Knob.CFG_RENORM, _cfg(case, True, "always (diffusers rescales to the conditional norm)")),
             (Knob.TEXT_IMAGES, Setting(eff.control_images, _names(eff.control_images))),
             (

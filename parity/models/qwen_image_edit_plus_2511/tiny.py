@@ -119,16 +119,20 @@ def tiny_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def ensure_tiny(root: Path | None = None) -> Path:
-    """The tiny model's diffusers folder, built on first use (safe against concurrent builders)."""
+def ensure_tiny(
+    root: Path | None = None, name: str = "qwen-image-edit-2511", zero_cond_t: bool = True, transformer_seed: int = 1
+) -> Path:
+    """The tiny model's diffusers folder, built on first use (safe against concurrent builders). `name`,
+    `zero_cond_t` and `transformer_seed`: the checkpoint it stands for (Qwen-Image-Edit-2509 is the same layout
+    with zero_cond_t off, its transformer drawn from another seed)."""
     root = root or cache_root()
-    target = root / f"tiny-qwen-image-edit-2511-r{TINY_RECIPE}-{tiny_key()}"
+    target = root / f"tiny-{name}-r{TINY_RECIPE}-{tiny_key()}"
     if (target / "model_index.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
     try:
-        build_tiny(tmp)
+        build_tiny(tmp, zero_cond_t, transformer_seed)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -221,14 +225,15 @@ def build_text_encoder(tokenizer):
     return model
 
 
-def build_transformer(raise_gains: bool = True):
-    """The tiny QwenImageTransformer2DModel (2511 layout: zero_cond_t on); gains raised unless asked not to."""
+def build_transformer(raise_gains: bool = True, zero_cond_t: bool = True, seed: int = 1):
+    """The tiny QwenImageTransformer2DModel (2511 layout: zero_cond_t on; 2509: off); gains raised unless asked
+    not to. The weights do not depend on zero_cond_t (it adds no parameter)."""
     from diffusers import QwenImageTransformer2DModel
 
-    model = QwenImageTransformer2DModel(**TRANSFORMER_CONFIG)
+    model = QwenImageTransformer2DModel(**{**TRANSFORMER_CONFIG, "zero_cond_t": zero_cond_t})
     if next(model.parameters()).is_meta:  # shapes only (the LoRA's targets)
         return model
-    portable_weights(model, seed=1)
+    portable_weights(model, seed=seed)
     if raise_gains:
         _raise_gains(model)
     return model
@@ -289,7 +294,7 @@ def build_vae():
     return vae
 
 
-def build_tiny(dest: Path) -> None:
+def build_tiny(dest: Path, zero_cond_t: bool = True, transformer_seed: int = 1) -> None:
     """Build every component from fixed seeds and save the pipeline as a diffusers folder at `dest`."""
     from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
     from transformers.utils import logging as transformers_logging
@@ -301,7 +306,7 @@ def build_tiny(dest: Path) -> None:
         torch.manual_seed(0)
         text_encoder = build_text_encoder(tokenizer)
         torch.manual_seed(1)
-        transformer = build_transformer()
+        transformer = build_transformer(zero_cond_t=zero_cond_t, seed=transformer_seed)
         torch.manual_seed(2)
         vae = build_vae()
     scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
