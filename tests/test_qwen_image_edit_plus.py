@@ -94,3 +94,20 @@ def test_preview_wiring_equals_the_trainer_replay(write_case, pipe_2509):
         lora.remove()
     engine.close()
     assert torch.equal(mine.decoded, oracle)
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    from test_preview import make_ablation
+
+    return make_ablation(tmp_path_factory, Engine("cpu"), model=MODEL)
+
+
+@pytest.mark.parametrize("knob", [Knob.CFG_RENORM, Knob.TEXT_IMAGE_SIZE, Knob.LORA_SCALE], ids=lambda k: k.name)
+def test_a_planted_knob_is_named_first(ablation, knob):
+    """--diagnose on 2509: a preview that differs from the reference in one knob is explained by that knob alone."""
+    from test_preview import planted_knob_is_named_first
+
+    case, reference, _, _ = ablation
+    assert case.model == MODEL and reference.value(Knob.LORA_METHOD) is LoraMethod.DIFFUSERS_ADAPTER
+    planted_knob_is_named_first(ablation, knob)
