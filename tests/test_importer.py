@@ -116,6 +116,15 @@ def test_legacy_prompts_list_with_flags_and_named_lora(tmp_path, monkeypatch):
     assert cases[0].effective.width == 96
 
 
+def test_two_sources_naming_different_checkpoints_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES, base="Qwen/Qwen-Image-Edit-2511")
+    with pytest.raises(JobImportError, match="names two different qwen_image_edit_plus checkpoints") as info:
+        import_job(job, base_model="/models/Qwen-Image-Edit-2509")
+    assert "--base-model '/models/Qwen-Image-Edit-2509' says qwen_image_edit_plus" in info.value.what
+    assert "model.name_or_path 'Qwen/Qwen-Image-Edit-2511' says qwen_image_edit_plus_2511" in info.value.what
+
+
 @pytest.mark.parametrize(
     "arch, base, given, model",
     [

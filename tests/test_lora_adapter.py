@@ -50,6 +50,8 @@ def test_the_adapter_after_any_state_is_the_servers_fresh_set_adapters(server):
         (LoraMethod.DIFFUSERS_ADAPTER, 1.0),  # a scale switch back to the loaded scale
         (LoraMethod.DIFFUSERS_FUSE, 0.5),  # fused in between...
         (LoraMethod.DIFFUSERS_ADAPTER, 0.7),  # ...and the adapter again: the fused weights were restored
+        (LoraMethod.DIFFUSERS_FUSE, 0.5),
+        (LoraMethod.DIFFUSERS_ADAPTER, 1.0),  # from a fuse straight to the loaded scale
         (LoraMethod.AITK_MERGE, (0.8, 1.0)),  # ai-toolkit's merge in between
         (LoraMethod.DIFFUSERS_ADAPTER, 1.0),
     ]
@@ -76,4 +78,4 @@ def test_a_fuse_after_the_adapter_is_a_fresh_fuse():
     assert scalings(pipe) == scalings(fresh)
     mine, theirs = pipe.transformer.state_dict(), fresh.transformer.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in mine.items())
-    assert lora.key != (path, 0.3, False, None) and lora.key == (path, 0.6, True, None)
+    assert lora.key == (path, 0.6, True, None)

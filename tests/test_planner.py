@@ -155,3 +155,13 @@ def test_schedule_plans_then_cuts_to_the_shard_and_says_what_it_dropped(write_ca
     kept, dropped = schedule(cases, (1, 2))
     assert kept == shard(plan(cases), 1, 2) and sorted(c.name for c in kept + dropped) == sorted(c.name for c in cases)
     assert [c for c in plan(cases) if c in kept] == kept  # the planned order survives the cut
+
+
+def test_two_models_or_offload_modes_on_one_base_each_load_once():
+    """The 2511 and 2509 example suites share base model, folder, LoRA and scales: still one load per model id,
+    and per offload mode (the engine loads the model again for another one)."""
+    cases = load_cases(REPO / "cases" / "example.yaml") + load_cases(REPO / "cases" / "example-qwen_image_edit_plus.yaml")
+    cases += [replace(c, name=c.name + "-model", offload="model") for c in cases[:2]]
+    loads = [(c.model, c.offload) for c in plan(cases)]
+    runs = [key for i, key in enumerate(loads) if i == 0 or loads[i - 1] != key]
+    assert runs == [("qwen_image_edit_plus_2511", "none"), ("qwen_image_edit_plus", "none"), ("qwen_image_edit_plus_2511", "model")]

@@ -158,26 +158,44 @@ def read_job_config(path: Path) -> dict:
 
 
 def model_id(process: dict, base_model: str | None = None) -> str:
-    """The parity model id of a job: its arch (the UI's `arch:tag` has the tag the trainer strips) and the base
-    model its tag or name_or_path names; JobImportError with the fix when that does not tell."""
+    """The parity model id of a job: its arch (the UI's `arch:tag` has the tag the trainer strips) and the
+    checkpoint that `--base-model`, the tag, name_or_path or extras_name_or_path names; JobImportError with the
+    fix when none names one, or when two name different ones."""
     model = process.get("model") or {}
-    arch, _, tag = str(model.get("arch") or "").partition(":")
+    raw_arch = str(model.get("arch") or "")
+    arch, _, tag = raw_arch.partition(":")
     base = str(model.get("name_or_path") or "")
-    named = " ".join((tag, base, str(model.get("extras_name_or_path") or ""), base_model or ""))
-    for marker, found in SUPPORTED.get(arch, ()):
-        if marker in named:
-            return found
+    rules = SUPPORTED.get(arch)
     supported = "; ".join(
-        f"arch {a} with a base model whose name says {' or '.join(m for m, _ in rules)} ({', '.join(i for _, i in rules)})"
-        for a, rules in SUPPORTED.items()
+        f"arch {a} with a base model whose name says {' or '.join(m for m, _ in r)} ({', '.join(i for _, i in r)})"
+        for a, r in SUPPORTED.items()
     )
-    if arch in SUPPORTED:
-        raise JobImportError(
-            f"cannot tell which {arch} checkpoint the job trained on: arch {model.get('arch')!r}, name_or_path {base!r}",
-            f"parity supports {supported}; pass --base-model with the checkpoint's folder or HF id named so "
-            "(Qwen/Qwen-Image-Edit-2511, Qwen/Qwen-Image-Edit-2509), or set `model:` in the written case file",
-        )
-    raise JobImportError(f"unsupported model: arch {model.get('arch')!r}, name_or_path {base!r}", f"parity supports {supported}")
+    if rules is None:
+        raise JobImportError(f"unsupported model: arch {raw_arch!r}, name_or_path {base!r}", f"parity supports {supported}")
+    sources = {
+        "--base-model": base_model or "",
+        "model.arch's tag": tag,
+        "model.name_or_path": base,
+        "model.extras_name_or_path": str(model.get("extras_name_or_path") or ""),
+    }
+    said = {}
+    for label, text in sources.items():
+        named = {found for marker, found in rules if marker in text}
+        if len(named) == 1:
+            said[label] = named.pop()
+    if len(set(said.values())) == 1:
+        return next(iter(said.values()))
+    fix = (
+        "pass --base-model with the checkpoint the LoRA was trained on, by a folder or HF id that names it "
+        "(Qwen/Qwen-Image-Edit-2511, Qwen/Qwen-Image-Edit-2509)"
+    )
+    if said:
+        what = ", ".join(f"{label} {sources[label]!r} says {found}" for label, found in said.items())
+        raise JobImportError(f"the job names two different {arch} checkpoints: {what}", fix)
+    raise JobImportError(
+        f"cannot tell which {arch} checkpoint the job trained on: arch {raw_arch!r}, name_or_path {base!r}",
+        f"{fix}; parity supports {supported}",
+    )
 
 
 def training_block(process: dict, step: int) -> dict:

@@ -237,7 +237,7 @@ class SuiteFile:
         origin=HARNESS,
     )
     trigger_word: str | None = key("Replaces `[trigger]` (and `[name]`) in prompts.")
-    loras: tuple[LoraEntry, ...] = key("Harness: LoRAs to fuse (the reference server applies one).", (), origin=HARNESS)
+    loras: tuple[LoraEntry, ...] = key("Harness: LoRAs to apply as the reference server does (it applies one).", (), origin=HARNESS)
     offload: str = key(
         "Harness: the reference server's OFFLOAD_MODE on a GPU: `none` (its default: every component on the GPU), "
         "`model` (components move whole to the GPU when they run; the LoRA is fused on the CPU, so the pixels "

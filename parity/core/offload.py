@@ -2,10 +2,10 @@
 
 ai-toolkit-inference applies exactly one of three modes when it loads a pipeline (src/pipelines/base.py
 `_apply_offload_mode`, before `_load_lora`; the setting is OFFLOAD_MODE, default none):
-- none: `pipe.to(device)`: every component on the GPU; the LoRA is fused there.
+- none: `pipe.to(device)`: every component on the GPU; a FUSE model's LoRA is fused there.
 - model: diffusers' `enable_model_cpu_offload()`: components wait on the CPU and move whole to the GPU when they
-  run; the LoRA is loaded and fused while the transformer sits on the CPU (PEFT computes a bf16 delta in float32
-  there), so the fused weights, and the pixels, differ from none.
+  run; a FUSE model's LoRA is loaded and fused while the transformer sits on the CPU (PEFT computes a bf16 delta
+  in float32 there), so the fused weights, and the pixels, differ from none.
 - sequential: `enable_sequential_cpu_offload()`: every submodule's weights move to the GPU only for its forward.
 The pixels follow the mode: each mode is its own reference.
 """
@@ -20,9 +20,10 @@ DEFAULT = "none"  # the server's OFFLOAD_MODE default
 
 # what each mode does to the pixels, said in the report beside the mode
 EFFECT = {
-    "none": "every component on the GPU, the LoRA fused there (the server's default)",
-    "model": "components move whole between CPU and GPU; the LoRA is fused while the transformer sits on the CPU "
-    "(float32 delta), so the pixels differ from offload none, as the server's do",
+    "none": "every component on the GPU (the server's default)",
+    "model": "components move whole between CPU and GPU when they run; a LoRA the server fuses (FUSE models) is "
+    "fused while the transformer sits on the CPU (float32 delta), so such pixels differ from offload none, as the "
+    "server's do",
     "sequential": "each layer's weights move to the GPU only for its own forward (the least GPU memory, the slowest)",
 }
 
@@ -35,14 +36,20 @@ class Need:
     activations: int
     largest: str  # which case, in words
 
+    @property
+    def reserve(self) -> int:
+        """What a mode must leave for the render: twice the estimated activations, room for the libraries'
+        workspaces too (the margin the weight copy keeps; a GPU filled to the brim ran other kernels)."""
+        return 2 * self.activations
+
     def for_mode(self, mode: str) -> int:
-        """Peak bytes a mode holds on the GPU: every component (none); the largest component, which runs alone
-        (model); one layer at a time, counted as the activations alone (sequential)."""
+        """Bytes a mode needs on the GPU: every component (none); the largest component, which runs alone
+        (model); one layer at a time, counted as nothing (sequential); each with the reserve."""
         if mode == "none":
-            return sum(self.weights.values()) + self.activations
+            return sum(self.weights.values()) + self.reserve
         if mode == "model":
-            return max(self.weights.values(), default=0) + self.activations
-        return self.activations
+            return max(self.weights.values(), default=0) + self.reserve
+        return self.reserve
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ def _why(mode: str, need: Need, budget: int, device: str) -> str:
     room = f"{device} allows {budget / gb:.1f} GB"
     estimate = (
         f"weights {sum(need.weights.values()) / gb:.1f} GB (largest component {max(need.weights.values(), default=0) / gb:.1f} GB)"
-        f" + activations of the largest case ({need.largest}) ~{need.activations / gb:.1f} GB"
+        f" + twice the activations of the largest case ({need.largest}, ~{need.activations / gb:.1f} GB)"
     )
     if mode == "none":
         return f"auto: everything fits ({estimate}; {room})"

@@ -1,4 +1,5 @@
-"""Runtime for a run: loads each base model once, sets its LoRA state per case, renders a case with a wiring.
+"""Runtime for a run: loads each model (id, base, offload mode) once while its cases run, sets its LoRA state per
+case, renders a case with a wiring.
 
 This is the only bridge from the pure side (cases, knobs) to torch; the session imports it lazily.
 """
@@ -153,7 +154,8 @@ class Engine:
         self._image_notes: dict[str, list[str]] = {}
         self._planned: list[tuple] | None = None  # (model id, base, fused LoRA state) per planned case; None: unknown
         self._run_peaks: dict[str, float] = {}  # device -> the largest case peak so far, GB
-        self._plan: list[Case] = []  # the planned cases (offload auto sizes the largest of them)
+        self._plan: list[Case] = []
+        self._asking: Case | None = None  # the case whose facts or render loads the model now  # the planned cases (offload auto sizes the largest of them)
         self._copy_notes: list[str] = []  # said once, by the next case rendered
 
     def expect(self, cases: list[Case], diagnose: bool = False) -> None:
@@ -191,6 +193,7 @@ class Engine:
 
     def facts(self, case: Case, timings: dict[str, float] | None = None) -> RuntimeFacts:
         """What the loaded model and the control images tell about this case's knobs."""
+        self._asking = case
         loaded = self._ensure_model(case.model, self.base_of(case), timings if timings is not None else {}, self.offload_of(case))
         pipe = loaded.pipe
         paths = set(case.effective.control_images) | set(case.preview.text_images if case.preview else ())
@@ -296,7 +299,9 @@ class Engine:
             )
         choice = loaded.model.offload
         rendered.offload = choice.mode
-        if choice.mode != offloading.DEFAULT or choice.reason != "asked for":
+        if not cuda and choice.reason != "asked for":
+            rendered.notes.append(f"offload {choice.mode} ({choice.reason})")
+        elif choice.mode != offloading.DEFAULT or choice.reason != "asked for":
             rendered.notes.append(f"offload {choice.mode} ({choice.reason}): {offloading.EFFECT[choice.mode]}")
         if cuda:
             rendered.peak_memory_by_device = {
@@ -330,18 +335,22 @@ class Engine:
     def _hold(self, model: LoadedModel) -> _Loaded:
         replica = None
         if self.cfg_device is not None and model.offload.mode != "none":
-            from parity.core.errors import ModelLoadError
-
-            raise ModelLoadError(
-                f"CFG-parallel keeps a whole transformer on {self.cfg_device} beside one on {self.device}; it runs "
-                f"with offload none only, and this model runs with offload {model.offload.mode}",
-                "drop --cfg-device, or run with --offload none on GPUs that hold the model",
-            )
+            self._refuse_cfg_parallel(model.offload.mode)
         if self.cfg_device is not None:
             from parity.render.cfg_parallel import UncondReplica
 
             replica = UncondReplica(model.pipe.transformer, self.cfg_device)
         return _Loaded(model, replica)
+
+    def _refuse_cfg_parallel(self, mode: str) -> None:
+        from parity.core.errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"CFG-parallel keeps a whole transformer on {self.cfg_device} beside one on {self.device}; it runs with "
+            f"offload none only, and this case asks for offload {mode}",
+            "drop --cfg-device (--parity-cfg-device), or run with --offload none (--parity-offload none, or "
+            "`offload: none` in the case file) on GPUs that hold the model",
+        )
 
     def _replica_for(self, loaded: _Loaded, wiring: Wiring, timings: dict[str, float]):
         """The CFG-parallel copy, holding the weights the main transformer holds now; None when it cannot."""
@@ -364,6 +373,8 @@ class Engine:
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded
         check_placeable(asked, self.device)
+        if self.cfg_device is not None and asked in ("model", "sequential"):
+            self._refuse_cfg_parallel(asked)
         self.close()
         self._adopted = False
         start = time.perf_counter()
@@ -381,14 +392,17 @@ class Engine:
         model.lora.fused.copy_room = self._copy_room(model_id, base)
         if not model.lora.fused.keep_pristine and model.lora.fused.path is None:
             self._copy_notes.append(
-                "no copy of the LoRA-targeted weights is kept: every case of this run on this model fuses the same "
+                "no copy of the LoRA-targeted weights is kept: every case of this run on this model applies the same "
                 "LoRA at the same scale, so nothing is ever restored"
             )
         self._loaded = self._hold(model)
         return self._loaded
 
     def _cases_on(self, model_id: str, base: tuple[str, str]) -> list[Case]:
-        return [c for c in self._plan if (c.model, self.base_of(c)) == (model_id, base)] or self._plan
+        """The planned cases on this model that will render (a refused one never does), and the case asking now
+        (calibrate and draw-previews plan nothing)."""
+        asking = [self._asking] if self._asking is not None else []
+        return [c for c in (*self._plan, *asking) if (c.model, self.base_of(c)) == (model_id, base) and not c.refused]
 
     def _largest_case(self, model_id: str, base: tuple[str, str]) -> tuple[int, str]:
         """The planned case on this model with the most activations: (estimated bytes, the case in words)."""
@@ -405,10 +419,11 @@ class Engine:
 
     def _copy_room(self, model_id: str, base: tuple[str, str]):
         """What the weight copy may take on the GPU: the room left after twice the largest planned case's estimated
-        activations. The margin is for the libraries' workspaces: with a copy that left ~1 GB of an 80 GB cap
-        free, the first full-size case rendered other bits than the server's (cuDNN and cuBLAS choose kernels by
-        the memory they can get); with the copy in host memory, or 36 GB left free, the bits were the server's
-        (benchmarks/results/h200-2026-12-01b)."""
+        activations. Measured at full size under an 80 GB cap: with a copy split onto the GPU that left ~1 GB free
+        at peak, the first case rendered other bits than the server's (three later cases at the same headroom did
+        not); with the copy in host memory, or 36 GB left free, every case matched
+        (benchmarks/results/h200-2026-12-01b). The working explanation is that libraries pick kernels by the
+        workspace they can get; the 2x margin is a judgement, not a measured threshold."""
         if not self.device.startswith("cuda"):
             return None
         return lambda: max(0, device_budget(self.device) - 2 * self._largest_case(model_id, base)[0])
@@ -418,6 +433,8 @@ class Engine:
         GPU's room."""
         if asked != "auto" or not self.device.startswith("cuda"):
             return offloading.choose(asked, self.device)
+        if self.cfg_device is not None:
+            return offloading.Choice("none", "auto with CFG-parallel, which runs with offload none only")
         most, named = self._largest_case(model_id, base)
         cases = self._cases_on(model_id, base)
         weights = weight_bytes(pipe)

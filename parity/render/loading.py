@@ -1,6 +1,7 @@
-"""Load a base model offline: the tiny model, a local diffusers folder, or an HF id already in the local cache.
+"""Load a base model offline: the tiny model, a local diffusers folder, or an HF id already in the local cache, and
+place it as one of the server's offload modes.
 
-The same `load_pipeline` serves the bundled tiny model and a real Qwen-Image-Edit-2511 checkpoint.
+The same `read_pipeline` + `place` serve the bundled tiny model and a real checkpoint.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def read_pipeline(
         where = "folder" if os.path.isdir(source) else "HF id (looked up in the local cache only)"
         raise ModelLoadError(
             f"cannot load base model {base_model!r} as a {where}: {str(exc).splitlines()[0]}",
-            "use `tiny`, a local diffusers folder of Qwen-Image-Edit-2511, or an HF id downloaded beforehand "
-            "on a machine with hub access (`hf download Qwen/Qwen-Image-Edit-2511`)",
+            f"use `tiny`, a local diffusers folder of the checkpoint `model: {model_id}` stands for, or an HF id "
+            "downloaded beforehand on a machine with hub access (`hf download <id>`)",
         ) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe

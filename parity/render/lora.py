@@ -190,7 +190,7 @@ class FusedLora:
         drops the model after any failed case, so the next case never sees this one's leftovers)."""
         with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
             self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine, self.fused = None, None, None, True
+        self.path, self.scale, self._pristine, self.fused, self.notes = None, None, None, True, []
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
@@ -234,7 +234,12 @@ class FusedLora:
         if self.scale is not None and self.fused:
             self._restore()
         self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine, self.fused = None, None, None, True
+        self.path, self.scale, self._pristine, self.fused, self.notes = None, None, None, True, []
+
+
+def _any_hooked(pipe) -> bool:
+    """Whether an offload mode holds the transformer (accelerate hooks on it or on its layers)."""
+    return any(hasattr(m, "_hf_hook") for m in pipe.transformer.modules())
 
 
 def is_tuner(module: torch.nn.Module) -> bool:
@@ -259,25 +264,26 @@ def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -
 
 
 def _copy_all(tensors: dict, room: int | None = None) -> dict:
-    """Exact copies of same-device tensors, as views into one buffer per dtype: on their GPU when the whole copy
-    fits in `room` bytes (None: when the GPU has the memory), else all of it in pinned CPU memory (never split: a
-    GPU filled to the brim makes the libraries pick other kernels, and other bits); CPU tensors on the CPU."""
-    copies: dict = {}
+    """Exact copies of same-device tensors, as views into one buffer per dtype, all in one place: on their GPU when
+    the whole copy fits in `room` bytes (None: when the GPU has the memory), else all of it in pinned CPU memory
+    (never split: see Engine._copy_room); CPU tensors are copied on the CPU."""
     by_dtype: dict[torch.dtype, list] = {}
     for key, tensor in tensors.items():
         by_dtype.setdefault(tensor.dtype, []).append((key, tensor))
+    device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
     total = sum(t.numel() * t.element_size() for t in tensors.values())
+    if device.type != "cuda" or room is None or total <= room:
+        copies: dict = {}
+        try:
+            for dtype, items in by_dtype.items():
+                _copy_into(items, torch.empty(sum(t.numel() for _, t in items), dtype=dtype, device=device), copies)
+            return copies
+        except torch.cuda.OutOfMemoryError:
+            del copies  # what was made on the GPU goes: the whole copy moves to host memory
+    copies = {}
     for dtype, items in by_dtype.items():
-        device = items[0][1].device
-        on_device = device.type != "cuda" or room is None or total <= room
-        numel = sum(t.numel() for _, t in items)
-        if on_device:
-            try:
-                _copy_into(items, torch.empty(numel, dtype=dtype, device=device), copies)
-                continue
-            except torch.cuda.OutOfMemoryError:
-                pass
-        _copy_into(items, torch.empty(numel, dtype=dtype, device="cpu", pin_memory=True), copies)
+        pinned = torch.empty(sum(t.numel() for _, t in items), dtype=dtype, device="cpu", pin_memory=True)
+        _copy_into(items, pinned, copies)
     return copies
 
 
@@ -411,6 +417,13 @@ class LoraState:
             value = scale[0] * scale[1] if isinstance(scale, tuple) else scale
             return self.fused.apply(path, float(value), allow_partial, fuse=method is LoraMethod.DIFFUSERS_FUSE)
         if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None:
+            if _any_hooked(self.fused.pipe):  # refused before anything changes: the model stays loaded
+                raise LoraRefused(
+                    "ai-toolkit's LoRA (the preview wiring: --diagnose, draw-previews) is applied to weights on the "
+                    "GPU, and under offload model or sequential they wait in host memory or behind hooks",
+                    "diagnose or draw previews with offload none (--offload none, --parity-offload none, or "
+                    "`offload: none` in the case file)",
+                )
             timings.update(self.fused.apply(None, None))
             multiplier, alpha_scale = scale if isinstance(scale, tuple) else (scale, 1.0)
             self.aitk.apply(method, path, multiplier, alpha_scale, allow_partial)

@@ -1,4 +1,5 @@
-"""Plan a run: cases grouped by base model, LoRA and scale, so each model loads once and each scale fuses once;
+"""Plan a run: cases grouped by model (id, base model, offload mode), LoRA and scale, so each model loads once and
+each scale is applied once;
 and cost-balanced shards of that plan for CI matrices (`--parity-shard i/n`). Pure."""
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from parity.cases.case import Case
 T = TypeVar("T")
 
 
+def model_key(case: Case) -> tuple:
+    """What one model load serves: the model id (its pipeline and wiring), the base model and the offload mode."""
+    return (case.model, case.base_model, case.base_dir, case.offload)
+
+
 def group_key(case: Case) -> tuple:
     lora = case.loras[0].path if case.loras else ""
     scale = case.effective.lora_scale if case.effective.lora_scale is not None else float("-inf")
-    return (case.base_model, case.base_dir, lora, scale)
+    return (*model_key(case), lora, scale)
 
 
 def plan(items: Sequence[T], case_of: Callable[[T], Case] = lambda c: c) -> list[T]:
@@ -80,7 +86,7 @@ def shard(
     models: dict[tuple, list[T]] = {}
     for item in plan(items, case_of):
         case = case_of(item)
-        models.setdefault((case.base_model, case.base_dir), []).append(item)
+        models.setdefault(model_key(case), []).append(item)
     cost = {id(item): cost_of(case_of(item)) for members in models.values() for item in members}
     bins: list[list[T]] = [[] for _ in range(count)]
     if len(models) >= count:

@@ -126,7 +126,8 @@ def ensure_tiny(
     `zero_cond_t` and `transformer_seed`: the checkpoint it stands for (Qwen-Image-Edit-2509 is the same layout
     with zero_cond_t off, its transformer drawn from another seed)."""
     root = root or cache_root()
-    target = root / f"tiny-{name}-r{TINY_RECIPE}-{tiny_key()}"
+    layout = "" if (zero_cond_t, transformer_seed) == (True, 1) else f"-z{int(zero_cond_t)}s{transformer_seed}"
+    target = root / f"tiny-{name}{layout}-r{TINY_RECIPE}-{tiny_key()}"  # what is built is in the name
     if (target / "model_index.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
