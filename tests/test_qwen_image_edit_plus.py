@@ -51,27 +51,31 @@ def test_the_tiny_2509_is_the_2511_layout_with_zero_cond_t_off(pipe_2509, tiny_p
 
 def test_reference_wiring_equals_the_servers_set_adapters_path(write_case, pipe_2509):
     """The server's QwenImageEditPlus2509Pipeline: load_lora_weights, then (scale != 1) set_weights_and_activate_
-    adapters, then its per-prompt path and the stock call; each case against a fresh server at its scale."""
+    adapters, then its per-prompt path and the stock call; a scale change is its set_lora_scale (the same call,
+    absolute, so the server's running process equals a fresh one)."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
     cases = load_cases(write_case(SUITE))
     engine = Engine("cpu")
     engine.expect(cases)
+    server = pipe_2509  # the module's own load of the 2509 tiny model, not the engine's
+    server.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
+    current = 1.0
     for case in cases:
         reference, _ = engine.wirings(case)
         assert reference.value(Knob.LORA_METHOD) is LoraMethod.DIFFUSERS_ADAPTER
         rendered = engine.render(case)
-        server = load_pipeline("tiny", ".", "cpu", model_id=MODEL)
-        server.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
         scale = case.effective.lora_scale
-        if scale != 1.0:
+        if scale != current:
             set_weights_and_activate_adapters(server.transformer, ["lora"], [scale])
+            current = scale
         eff = case.effective
         images = [engine._image(p) for p in eff.control_images]
         stock = server_generate(server, eff.prompt, eff.negative_prompt, images, eff.width, eff.height, eff.steps, eff.guidance_scale, eff.seed)
         mine = server.image_processor.postprocess(rendered.decoded, output_type="pt")
         assert torch.equal(mine, stock), case.name
         assert "lora_snapshot" not in rendered.timings  # an adapter never changes the base weights: no copy made
+    server.unload_lora_weights()
     engine.close()
 
 
