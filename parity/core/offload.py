@@ -28,6 +28,20 @@ EFFECT = {
 }
 
 
+def reserve_for(activations: int) -> int:
+    """What the GPU must keep free for a render: twice its estimated activations, room for the libraries'
+    workspaces too. Both `auto` and the weight copy's placement keep it (a GPU filled to the brim ran other
+    kernels at full size; the factor 2 is a judgement, not a measured threshold)."""
+    return 2 * activations
+
+
+def check(mode: str) -> str:
+    """The mode, or ValueError naming the choices."""
+    if mode not in CHOICES:
+        raise ValueError(f"offload must be one of {', '.join(CHOICES)}, not {mode!r}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Need:
     """GPU memory a run asks for, in bytes: each component's weights and the largest case's activations."""
@@ -38,9 +52,7 @@ class Need:
 
     @property
     def reserve(self) -> int:
-        """What a mode must leave for the render: twice the estimated activations, room for the libraries'
-        workspaces too (the margin the weight copy keeps; a GPU filled to the brim ran other kernels)."""
-        return 2 * self.activations
+        return reserve_for(self.activations)
 
     def for_mode(self, mode: str) -> int:
         """Bytes a mode needs on the GPU: every component (none); the largest component, which runs alone
@@ -61,9 +73,7 @@ class Choice:
 def choose(requested: str, device: str, need: Need | None = None, budget: int | None = None) -> Choice:
     """The mode a run uses: the one asked for; for `auto`, none when it fits in `budget` bytes, else model, else
     sequential (on the CPU: none, as there is no GPU memory to save)."""
-    if requested not in CHOICES:
-        raise ValueError(f"offload must be one of {', '.join(CHOICES)}, not {requested!r}")
-    if requested != "auto":
+    if check(requested) != "auto":
         return Choice(requested, "asked for")
     if not device.startswith("cuda") or need is None or budget is None:
         return Choice("none", "auto on the CPU: the weights already sit in host memory")

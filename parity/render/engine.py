@@ -404,13 +404,10 @@ class Engine:
         asking = [self._asking] if self._asking is not None else []
         return [c for c in (*self._plan, *asking) if (c.model, self.base_of(c)) == (model_id, base) and not c.refused]
 
-    def _largest_case(self, model_id: str, base: tuple[str, str]) -> tuple[int, str]:
-        """The planned case on this model with the most activations: (estimated bytes, the case in words)."""
+    def _largest_case(self, model_id: str, cases: list[Case]) -> tuple[int, str]:
+        """Of `cases`, the one with the most activations: (estimated bytes, the case in words)."""
         activations = part(model_id, "geometry").activation_bytes
-        sized = [
-            (activations(c.effective.width, c.effective.height, len(c.effective.control_images)), c)
-            for c in self._cases_on(model_id, base)
-        ]
+        sized = [(activations(c.effective.width, c.effective.height, len(c.effective.control_images)), c) for c in cases]
         most, largest = max(sized, key=lambda item: item[0], default=(0, None))
         if largest is None:
             return 0, "none planned"
@@ -419,14 +416,19 @@ class Engine:
 
     def _copy_room(self, model_id: str, base: tuple[str, str]):
         """What the weight copy may take on the GPU: the room left after twice the largest planned case's estimated
-        activations. Measured at full size under an 80 GB cap: with a copy split onto the GPU that left ~1 GB free
-        at peak, the first case rendered other bits than the server's (three later cases at the same headroom did
-        not); with the copy in host memory, or 36 GB left free, every case matched
+        activations (offload.reserve_for). Measured at full size under an 80 GB cap: with a copy split onto the GPU
+        that left ~1 GB free at peak, the first case rendered other bits than the server's (three later cases at the
+        same headroom did not); with the copy in host memory, or 36 GB left free, every case matched
         (benchmarks/results/h200-2026-12-01b). The working explanation is that libraries pick kernels by the
-        workspace they can get; the 2x margin is a judgement, not a measured threshold."""
+        workspace they can get."""
         if not self.device.startswith("cuda"):
             return None
-        return lambda: max(0, device_budget(self.device) - 2 * self._largest_case(model_id, base)[0])
+
+        def room() -> int:
+            activations = self._largest_case(model_id, self._cases_on(model_id, base))[0]
+            return max(0, device_budget(self.device) - offloading.reserve_for(activations))
+
+        return room
 
     def _offload(self, asked: str, pipe, model_id: str, base: tuple[str, str]) -> offloading.Choice:
         """The offload mode to run in; `auto` sizes the model and the largest planned case on it against the
@@ -435,8 +437,8 @@ class Engine:
             return offloading.choose(asked, self.device)
         if self.cfg_device is not None:
             return offloading.Choice("none", "auto with CFG-parallel, which runs with offload none only")
-        most, named = self._largest_case(model_id, base)
         cases = self._cases_on(model_id, base)
+        most, named = self._largest_case(model_id, cases)
         weights = weight_bytes(pipe)
         loras = [os.path.getsize(lora.path) for c in cases for lora in c.loras if os.path.isfile(lora.path)]
         weights["transformer"] = weights.get("transformer", 0) + max(loras, default=0)  # the adapter rides with it

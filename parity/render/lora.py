@@ -136,7 +136,7 @@ class FusedLora:
             timings["lora_fuse" if fuse else "lora_scale"] = time.perf_counter() - start
         return timings
 
-    def _load(self, path: str, allow_partial: bool = False, timings: dict | None = None) -> dict[str, torch.nn.Module]:
+    def _load(self, path: str, allow_partial: bool = False, timings: dict | None = None) -> None:
         from safetensors.torch import load_file
 
         start = time.perf_counter()
@@ -171,7 +171,6 @@ class FusedLora:
             note = f"LoRA {os.path.basename(path)}: {len(missing)} of {len(wanted)} target modules match nothing"
             self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
         self.path = path
-        return wrapped
 
     def _note_placeholders(self) -> None:
         """Under sequential offload the layers hold meta placeholders and the real weights wait in the offload
