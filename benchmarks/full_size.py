@@ -497,8 +497,6 @@ def run_parity_drivers(args, shared: dict, cases, drivers, recorder, summary, ou
     for driver in drivers:
         order, parallel, mode = PARITY_DRIVERS[driver]
         setting = (args.cfg_device if parallel else None, mode)
-        if mode != "none":
-            args.no_warm_up = True  # a warm-up render would move every component: minutes, and no kernel left cold
         if current is None or current[0] != setting:
             if current is not None:
                 handed_back(args, shared, current[1], summary)
@@ -509,7 +507,7 @@ def run_parity_drivers(args, shared: dict, cases, drivers, recorder, summary, ou
             if args.tiny:
                 engine._loaded.renderer.latent_cache = latents
             summary[f"{driver}: model placed (offload {mode}) s"] = round(time.perf_counter() - t0, 2)
-            if not getattr(args, "no_warm_up", False):
+            if mode == "none":  # under offload a warm-up render would move every component: minutes, no kernel cold
                 summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0], args.tiny), 2)
             current = (setting, engine)
         outputs[driver] = {}
