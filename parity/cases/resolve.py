@@ -76,9 +76,25 @@ def _sample_problems(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample, 
                 "add `ctrl_img_1:` (and ctrl_img_2/3 for more pictures) to the sample",
             )
         )
-    if len(controls) > model.max_control_images:
+    if controls and not model.max_control_images:
         problems.append(
-            loaded.problem(one.where, len(controls), f"more than {model.max_control_images} control images", "keep at most three")
+            loaded.problem(
+                one.where,
+                len(controls),
+                f"{model.id} is text to image: it takes no control image (the reference server ignores one, the "
+                "trainer refuses one)",
+                "remove ctrl_img/ctrl_img_1..3 from the sample, or name an edit model in `model:`",
+            )
+        )
+    elif len(controls) > model.max_control_images:
+        most = model.max_control_images
+        problems.append(
+            loaded.problem(
+                one.where,
+                len(controls),
+                f"more than {most} control image{'s' if most > 1 else ''}: {model.id} takes at most {most}",
+                f"keep at most {most} (ctrl_img_1{'..' + str(most) if most > 1 else ''})",
+            )
         )
     name = _name(one)
     if name in seen:
@@ -135,8 +151,8 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
         offload=spec.offload,
         refused=refusals(requested, effective),
         preview=PreviewFacts(
-            width=trainer_size(requested.width, model.size_divisor),
-            height=trainer_size(requested.height, model.size_divisor),
+            width=trainer_size(requested.width),  # the trainer's own bucket divisor (32 for every Qwen arch)
+            height=trainer_size(requested.height),
             text_images=one.text_images,
             lora_merged=False,  # decided once every sample's multiplier is known (resolve_suite)
             negative_prompt=requested.negative_prompt if isinstance(requested.negative_prompt, str) else "",

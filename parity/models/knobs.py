@@ -75,6 +75,10 @@ class Wiring:
     def value(self, knob: Knob) -> object:
         return self[knob].value
 
+    def get(self, knob: Knob, default: object = None) -> object:
+        """The value of a knob this model may not have (a text-to-image model has no control-image knobs)."""
+        return next((s.value for k, s in self.settings if k is knob), default)
+
     def with_setting(self, knob: Knob, setting: Setting, name: str | None = None) -> Wiring:
         return Wiring(name or self.name, tuple((k, setting if k is knob else s) for k, s in self.settings))
 

@@ -12,6 +12,8 @@ class ModelSpec:
     id: str
     package: str  # the model package: size rules, knobs, wiring, denoise loop, tiny model
     pipeline: str  # the diffusers pipeline class the reference server loads the checkpoint with
+    checkpoint: str  # the HF id of the base model the reference server loads (its CONFIG.base_model)
+    server_class: str  # the reference server's pipeline class for this id (src/pipelines/qwen_image.py)
     size_divisor: int  # the server floors width and height to a multiple of this
     default_neg: str  # the server's negative prompt when a request has none
     requires_control_image: bool

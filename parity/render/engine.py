@@ -236,7 +236,7 @@ class Engine:
         assert loaded is not None
         start = time.perf_counter()
         images = tuple(self._image(p) for p in case.effective.control_images)
-        text_images = tuple(self._image(p) for p in wiring.value(Knob.TEXT_IMAGES))
+        text_images = tuple(self._image(p) for p in wiring.get(Knob.TEXT_IMAGES, ()))
         timings["load_inputs"] = time.perf_counter() - start
         try:
             return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
@@ -289,7 +289,7 @@ class Engine:
         rendered = renderer.render(request, render.render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
-        rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.value(Knob.TEXT_IMAGES))) for n in self._image_notes.get(p, [])]
+        rendered.notes = [n for p in dict.fromkeys((*case.effective.control_images, *wiring.get(Knob.TEXT_IMAGES, ()))) for n in self._image_notes.get(p, [])]
         rendered.notes += loaded.lora.notes + self._copy_notes
         self._copy_notes = []
         if loaded.replica is not None and replica is None:

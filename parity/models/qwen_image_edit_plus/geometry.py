@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from parity.models.qwen_image_edit_plus_2511.geometry import (
+    TRAINER_DIVISOR,
     activation_bytes,
     server_condition_size,
     server_size,
@@ -10,4 +11,4 @@ from parity.models.qwen_image_edit_plus_2511.geometry import (
     trainer_size,
 )
 
-__all__ = ["activation_bytes", "server_condition_size", "server_size", "trainer_condition_size", "trainer_size"]
+__all__ = ["TRAINER_DIVISOR", "activation_bytes", "server_condition_size", "server_size", "trainer_condition_size", "trainer_size"]

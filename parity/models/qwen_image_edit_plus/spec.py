@@ -8,4 +8,7 @@ from dataclasses import replace
 
 from parity.models.qwen_image_edit_plus_2511.spec import SPEC as EDIT_PLUS_2511
 
-SPEC = replace(EDIT_PLUS_2511, id="qwen_image_edit_plus", package="parity.models.qwen_image_edit_plus")
+SPEC = replace(
+    EDIT_PLUS_2511, id="qwen_image_edit_plus", package="parity.models.qwen_image_edit_plus", checkpoint="Qwen/Qwen-Image-Edit-2509",
+    server_class="QwenImageEditPlus2509Pipeline",
+)

@@ -70,6 +70,7 @@ def generate(
     latent_cache: dict | None = None,
     cache_tag: tuple = (),
     uncond_replica=None,
+    max_sequence_length: int | None = None,
 ) -> torch.Tensor:
     """Decoded image tensor [1, 3, H, W] in [-1, 1], as `pipe(image=..., prompt_embeds=..., ...)` makes it.
 
@@ -84,12 +85,15 @@ def generate(
     device = pipe._execution_device
 
     do_cfg = true_cfg_scale > 1 and uncond is not None
+    # QwenImagePipeline's encode_prompt cuts the embeddings to the call's max_sequence_length (512); Edit-Plus's
+    # takes the argument and ignores it: passed only where the stock call passes it to a pipeline that uses it
+    limit = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     embeds, mask = pipe.encode_prompt(
-        prompt=None, prompt_embeds=cond.embeds, prompt_embeds_mask=cond.mask, device=device, num_images_per_prompt=1
+        prompt=None, prompt_embeds=cond.embeds, prompt_embeds_mask=cond.mask, device=device, num_images_per_prompt=1, **limit
     )
     if do_cfg:
         neg_embeds, neg_mask = pipe.encode_prompt(
-            prompt=None, prompt_embeds=uncond.embeds, prompt_embeds_mask=uncond.mask, device=device, num_images_per_prompt=1
+            prompt=None, prompt_embeds=uncond.embeds, prompt_embeds_mask=uncond.mask, device=device, num_images_per_prompt=1, **limit
         )
     scale = pipe.vae_scale_factor * 2
     shapes = [(height // scale, width // scale), *[(h // scale, w // scale) for w, h in control_sizes(images)]]

@@ -5,8 +5,10 @@ Pure functions of numbers, used by the resolver (settings) and the wiring (tenso
 
 from __future__ import annotations
 
+TRAINER_DIVISOR = 32  # ai-toolkit's bucket divisibility for every Qwen arch (QwenImageModel: 16 * 2)
 
-def trainer_size(value: int, divisor: int = 32) -> int:
+
+def trainer_size(value: int, divisor: int = TRAINER_DIVISOR) -> int:
     """The trainer's sample size: down to a multiple of 8 (at least 64), then floored to the bucket divisor."""
     rounded = max(64, value - value % 8)
     return int(rounded // divisor * divisor)

@@ -91,7 +91,7 @@ def _names(paths: tuple[str, ...]) -> str:
     return ", ".join(os.path.basename(p) for p in paths) or "none"
 
 
-def _cfg(case: Case, on: bool, label: str) -> Setting:
+def cfg_setting(case: Case, on: bool, label: str) -> Setting:
     if case.effective.guidance_scale <= 1:
         return Setting("no-cfg", f"no CFG pass (guidance {case.effective.guidance_scale:g})")
     return Setting(on, label)
@@ -114,7 +114,7 @@ def reference_wiring(case: Case, facts: RuntimeFacts, lora_method: LoraMethod = 
             ),
             (Knob.LORA_SCALE, Setting(eff.lora_scale, "none" if eff.lora_scale is None else f"{eff.lora_scale:g}")),
             (Knob.LORA_METHOD, _method(lora_method if lora else LoraMethod.NONE)),
-            (Knob.CFG_RENORM, _cfg(case, True, "always (diffusers rescales to the conditional norm)")),
+            (Knob.CFG_RENORM, cfg_setting(case, True, "always (diffusers rescales to the conditional norm)")),
             (Knob.TEXT_IMAGES, Setting(eff.control_images, _names(eff.control_images))),
             (
                 Knob.TEXT_IMAGE_SIZE,
@@ -159,7 +159,7 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
             (Knob.SCHEDULER, Setting(items, f"ai-toolkit CustomFlowMatchEuler, hard-coded: {_scheduler_text(items)}", key=items)),
             (Knob.LORA_SCALE, _preview_scale(case)),
             (Knob.LORA_METHOD, _method(method)),
-            (Knob.CFG_RENORM, _cfg(case, case.do_cfg_norm, f"do_cfg_norm: {str(case.do_cfg_norm).lower()}")),
+            (Knob.CFG_RENORM, cfg_setting(case, case.do_cfg_norm, f"do_cfg_norm: {str(case.do_cfg_norm).lower()}")),
             (Knob.TEXT_IMAGES, Setting(pre.text_images, _names(pre.text_images))),
             (Knob.TEXT_IMAGE_SIZE, Setting(TextImageSize.ASPECT_KEPT, f"{_sizes_text(text_sizes)} (aspect kept)", key=text_sizes)),
             (

@@ -125,15 +125,22 @@ def ensure_tiny(
     """The tiny model's diffusers folder, built on first use (safe against concurrent builders). `name`,
     `zero_cond_t` and `transformer_seed`: the checkpoint it stands for (Qwen-Image-Edit-2509 is the same layout
     with zero_cond_t off, its transformer drawn from another seed)."""
-    root = root or cache_root()
     layout = "" if (zero_cond_t, transformer_seed) == (True, 1) else f"-z{int(zero_cond_t)}s{transformer_seed}"
-    target = root / f"tiny-{name}{layout}-r{TINY_RECIPE}-{tiny_key()}"  # what is built is in the name
+    return ensure_built(root, f"{name}{layout}", lambda dest: build_tiny(dest, zero_cond_t, transformer_seed))
+
+
+def ensure_built(root: Path | None, name: str, build) -> Path:
+    """The folder `tiny-<name>-r<recipe>-<library versions>` under `root` (default: cache_root()), made by
+    `build(folder)` on first use: built in a temporary folder and renamed into place, so concurrent builders
+    never see half a model (what is built is in the name)."""
+    root = root or cache_root()
+    target = root / f"tiny-{name}-r{TINY_RECIPE}-{tiny_key()}"
     if (target / "model_index.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
     try:
-        build_tiny(tmp, zero_cond_t, transformer_seed)
+        build(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -145,8 +152,9 @@ def ensure_tiny(
     return target
 
 
-def build_tokenizer():
-    """A byte-level BPE Qwen2 tokenizer learnt offline on the prompt template, with Qwen2.5-VL's special tokens."""
+def build_tokenizer(corpus: tuple[str, ...] = _CORPUS):
+    """A byte-level BPE Qwen2 tokenizer learnt offline on a pipeline's prompt template (`corpus`, default the
+    Edit-Plus one), with Qwen2.5-VL's special tokens."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -160,7 +168,7 @@ def build_tokenizer():
     trainer = trainers.BpeTrainer(
         vocab_size=2000, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    learner.train_from_iterator(list(_CORPUS), trainer)
+    learner.train_from_iterator(list(corpus), trainer)
     learnt = json.loads(learner.to_str())["model"]
     tokenizer = Qwen2Tokenizer(vocab=learnt["vocab"], merges=[tuple(m) for m in learnt["merges"]])
     tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
@@ -279,18 +287,21 @@ def _raise_gains(model) -> None:
                 module.bias.mul_(MODULATION_GAIN)
 
 
-def build_vae():
+def build_vae(compression: int = 16):
+    """The tiny AutoencoderKLQwenImage: real latent channels (16) and latent statistics (the class defaults), and
+    `compression`x spatial compression (16 or 8, the real VAE's)."""
     from diffusers import AutoencoderKLQwenImage
 
-    # Real latent channels (16) and latent statistics (the class defaults), but 16x spatial compression (one more
-    # 2D downsampling stage) where the real VAE has 8x. The pipeline resizes every control image to ~1 MP for the
-    # VAE whatever the case's size, so with 8x each control picture is 4096 transformer tokens and attention over
-    # them is most of the test suite's time (3.7x slower again on CPUs without AVX2); with 16x it is 1024. Sizes
-    # are unaffected: the pipeline floors to 2 * vae_scale_factor = 32, and every size parity or the trainer hands
-    # it (output sizes, the ~1 MP control sizes) is already a multiple of 32.
-    vae = AutoencoderKLQwenImage(
-        base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True, False]
-    )
+    # The edit models' tiny VAE compresses 16x (one more 2D downsampling stage) where the real VAE has 8x. The
+    # pipeline resizes every control image to ~1 MP for the VAE whatever the case's size, so with 8x each control
+    # picture is 4096 transformer tokens and attention over them is most of the test suite's time (3.7x slower
+    # again on CPUs without AVX2); with 16x it is 1024. Sizes are unaffected: the pipeline floors to
+    # 2 * vae_scale_factor = 32, and every size parity or the trainer hands it (output sizes, the ~1 MP control
+    # sizes) is already a multiple of 32. A text-to-image model has no control pictures but sizes in steps of 16:
+    # it keeps the real 8x.
+    stages = {16: ([1, 2, 4, 4, 4], [False, True, True, False]), 8: ([1, 2, 4, 4], [False, True, True])}
+    dim_mult, temporal = stages[compression]
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=dim_mult, num_res_blocks=1, temperal_downsample=temporal)
     portable_weights(vae, seed=2)
     return vae
 

@@ -93,6 +93,8 @@ def encode(pipe, prompt: str, tensors: list[torch.Tensor], device: torch.device)
 class Renderer:
     """Renders requests on one loaded pipeline; caches (exactly) text embeddings and control-image latents."""
 
+    max_sequence_length: int | None = None  # what the stock call cuts the text embeddings to, where it cuts them
+
     def __init__(self, pipe):
         self.pipe = pipe
         self.device = pipe._execution_device
@@ -126,6 +128,7 @@ class Renderer:
                 latent_cache=self.latent_cache,
                 cache_tag=("tiled",) if knobs.vae_tiling else (),
                 uncond_replica=uncond_replica,
+                max_sequence_length=self.max_sequence_length,
             )
             if not torch.isfinite(decoded).all():
                 raise CaseRunError(*self._nan_source(request, knobs))
