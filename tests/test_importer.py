@@ -131,11 +131,15 @@ def test_two_sources_naming_different_checkpoints_are_refused(tmp_path, monkeypa
         ("qwen_image_edit_plus", "Qwen/Qwen-Image-Edit-2509", "tiny", "qwen_image_edit_plus"),
         ("qwen_image_edit_plus:2511", "/data/models/qwen-edit", "tiny", "qwen_image_edit_plus_2511"),  # the UI's tag
         ("qwen_image_edit_plus", "/data/models/qwen-edit", "/data/Qwen-Image-Edit-2509", "qwen_image_edit_plus"),
+        ("qwen_image", "Qwen/Qwen-Image", "tiny", "qwen_image"),
+        ("qwen_image", "Qwen/Qwen-Image-2512", "tiny", "qwen_image_2512"),  # 2512 named before Qwen-Image is
+        ("qwen_image:2512", "/data/models/qwen", "tiny", "qwen_image_2512"),
     ],
 )
 def test_the_model_id_follows_the_checkpoint_the_job_names(tmp_path, monkeypatch, arch, base, given, model):
     monkeypatch.chdir(tmp_path)
-    result = import_job(make_job(tmp_path, SAMPLES, arch=arch, base=base), base_model=given)
+    samples = SAMPLES if "edit" in arch else {**SAMPLES, "samples": [{"prompt": s["prompt"]} for s in SAMPLES["samples"]]}
+    result = import_job(make_job(tmp_path, samples, arch=arch, base=base), base_model=given)
     assert yaml.safe_load(result.case_file.read_text())["model"] == model
     if given == "tiny":
         assert {c.model for c in load_cases(result.case_file)} == {model}

@@ -89,6 +89,12 @@ def make_ablation(tmp_path_factory, engine, model: str | None = None):
     reference, preview = engine.wirings(case)
     shifted = scheduler_items(dict(AITK_SCHEDULER_CONFIG, base_shift=1.0, max_shift=1.5))
     preview = preview.with_setting(Knob.SCHEDULER, Setting(shifted, "planted", key=shifted))
+    return case, reference, preview, render_memo(engine, case)
+
+
+def render_memo(engine, case):
+    """A renderer of `case` under any wiring, each pixel-deciding combination rendered once (the output encoding
+    is applied to the memoised pixels)."""
     raw = {}
 
     def render(wiring):
@@ -98,7 +104,7 @@ def make_ablation(tmp_path_factory, engine, model: str | None = None):
             raw[key] = engine.render(case, wiring.with_setting(Knob.OUTPUT, png)).image
         return encode_output(raw[key], wiring.value(Knob.OUTPUT))
 
-    return case, reference, preview, render
+    return render
 
 
 def test_flipping_every_knob_reproduces_the_preview_bit_for_bit(engine, ablation):

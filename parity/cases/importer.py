@@ -22,11 +22,14 @@ import yaml
 from parity.cases import yamlfile
 from parity.core.atomic import sha256_of, write_text
 from parity.core.errors import ParityError
+from parity.models import get_model
 
 PREVIEW_NAME = re.compile(r"^(?P<ms>\d+)__(?P<step>\d{9})_(?P<index>\d+)\.(?P<ext>jpg|jpeg|png|webp)$", re.IGNORECASE)
-# trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id), in the order tried
+# trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id), in the order tried:
+# the first marker a source holds (case aside) says its model ("2512" before "qwen-image": Qwen/Qwen-Image-2512)
 SUPPORTED: dict[str, tuple[tuple[str, str], ...]] = {
     "qwen_image_edit_plus": (("2511", "qwen_image_edit_plus_2511"), ("2509", "qwen_image_edit_plus")),
+    "qwen_image": (("2512", "qwen_image_2512"), ("qwen-image", "qwen_image"), ("qwen_image", "qwen_image")),
 }
 
 
@@ -180,14 +183,14 @@ def model_id(process: dict, base_model: str | None = None) -> str:
     }
     said = {}
     for label, text in sources.items():
-        named = {found for marker, found in rules if marker in text}
-        if len(named) == 1:
-            said[label] = named.pop()
+        named = next((found for marker, found in rules if marker in text.lower()), None)
+        if named is not None:
+            said[label] = named
     if len(set(said.values())) == 1:
         return next(iter(said.values()))
     fix = (
         "pass --base-model with the checkpoint the LoRA was trained on, by a folder or HF id that names it "
-        "(Qwen/Qwen-Image-Edit-2511, Qwen/Qwen-Image-Edit-2509)"
+        f"({', '.join(dict.fromkeys(get_model(found).checkpoint for _, found in rules))})"
     )
     if said:
         what = ", ".join(f"{label} {sources[label]!r} says {found}" for label, found in said.items())

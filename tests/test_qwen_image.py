@@ -1,0 +1,214 @@
+"""Qwen-Image and Qwen-Image-2512 (model ids `qwen_image`, `qwen_image_2512`: text to image): their tiny models, the
+reference wiring bit for bit against the server's own path (SET_ADAPTERS for Qwen-Image, FUSE for 2512, then the
+stock QwenImagePipeline call with the prompt strings), the preview wiring against the trainer's call, the model's
+rules in the resolver, the tiny models' sensitivity and the diagnosis."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+from paths import TINY_LORA
+from preview_oracle import AITK_SCHEDULER, TrainerLora
+
+from parity.cases.schema import CaseFileError
+from parity.cases.suite import load_cases
+from parity.models import part
+from parity.models.knobs import Knob, LoraMethod, Setting
+from parity.models.qwen_image.knobs import scheduler_items
+from parity.models.qwen_image.spec import AITK_SCHEDULER_CONFIG
+from parity.render.engine import Engine
+from parity.render.loading import load_pipeline
+from parity.render.lora import FusedLora
+
+LONG = "a red hat " * 200  # 600 tokens: the stock call keeps the first 512 (its max_sequence_length)
+SUITE = f"""
+model: {{model}}
+loras: [{{{{path: loras/tiny.safetensors}}}}]
+sample:
+  width: 80
+  height: 64
+  sample_steps: 2
+  guidance_scale: 4
+  neg: "blurry"
+  seed: 5
+  samples:
+    - {{{{name: scaled, prompt: "sks a hat", network_multiplier: 0.7}}}}
+    - {{{{name: long, prompt: "{LONG}"}}}}
+"""
+
+
+def suite(model: str) -> str:
+    return SUITE.format(model=model)
+
+
+def server_pipe(model: str, method: LoraMethod, scale: float):
+    """ai-toolkit-inference's `_load_lora` on a fresh load (src/pipelines/base.py): SET_ADAPTERS keeps the adapter
+    (a scale other than 1 set by set_weights_and_activate_adapters), FUSE fuses it at the scale."""
+    from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
+    pipe = load_pipeline("tiny", ".", "cpu", model_id=model)
+    pipe.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
+    if method is LoraMethod.DIFFUSERS_FUSE:
+        pipe.fuse_lora(adapter_names=["lora"], lora_scale=scale)
+    elif scale != 1.0:
+        set_weights_and_activate_adapters(pipe.transformer, ["lora"], [scale])
+    return pipe
+
+
+def server_call(pipe, eff):
+    """QwenImagePipeline._run_inference: the prompt strings, true CFG against the negative ("" when none)."""
+    with torch.inference_mode():
+        return pipe(
+            prompt=eff.prompt, negative_prompt=eff.negative_prompt or "", width=eff.width, height=eff.height,
+            num_inference_steps=eff.steps, true_cfg_scale=eff.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(eff.seed), output_type="pt",
+        ).images
+
+
+def test_the_tiny_models_are_text_to_image_pipelines_of_the_real_classes():
+    one, other = (load_pipeline("tiny", ".", "cpu", model_id=m) for m in ("qwen_image", "qwen_image_2512"))
+    for model in ("qwen_image", "qwen_image_2512"):
+        index = json.loads((part(model, "tiny").ensure_tiny() / "model_index.json").read_text())
+        assert index["_class_name"] == "QwenImagePipeline" and "processor" not in index
+    for pipe in (one, other):
+        assert pipe.vae_scale_factor == 8  # the real VAE's: sizes in steps of 16 stay as the server floors them
+        assert pipe.transformer.config.zero_cond_t is False
+        system = pipe.prompt_template_encode.split("{}")[0]
+        assert len(pipe.tokenizer(system)["input_ids"]) == pipe.prompt_template_encode_start_idx == 34
+    for name in ("text_encoder", "vae"):
+        a, b = getattr(one, name).state_dict(), getattr(other, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    key = "transformer_blocks.0.attn.to_q.weight"
+    assert not torch.equal(one.transformer.state_dict()[key], other.transformer.state_dict()[key])
+
+
+@pytest.mark.parametrize(
+    "model, method", [("qwen_image", LoraMethod.DIFFUSERS_ADAPTER), ("qwen_image_2512", LoraMethod.DIFFUSERS_FUSE)]
+)
+def test_reference_wiring_equals_the_servers_path(write_case, model, method):
+    """Both cases against a fresh server process at the case's scale; `long` proves the 512-token cut."""
+    cases = load_cases(write_case(suite(model)))
+    engine = Engine("cpu")
+    engine.expect(cases)
+    for case in cases:
+        reference, _ = engine.wirings(case)
+        assert reference.value(Knob.LORA_METHOD) is method and reference.value(Knob.SIZE) == (80, 64)
+        rendered = engine.render(case)
+        stock = server_call(server_pipe(model, method, case.effective.lora_scale), case.effective)
+        mine = engine._loaded.pipe.image_processor.postprocess(rendered.decoded, output_type="pt")
+        assert torch.equal(mine, stock), case.name
+    engine.close()
+
+
+def test_preview_wiring_equals_the_trainers_call(write_case, tmp_path):
+    """ai-toolkit's QwenImageModel: the stock QwenImagePipeline with its hard-coded scheduler, embeddings from the
+    same encode_prompt (a None mask rebuilt as ones), the size floored to 32, the LoRA merged in float32."""
+    case = load_cases(write_case(suite("qwen_image").replace("network_multiplier: 0.7", "network_multiplier: 1.0")))[0]
+    engine = Engine("cpu")
+    _, preview = engine.wirings(case)
+    assert preview.value(Knob.LORA_METHOD) is LoraMethod.AITK_MERGE and preview.value(Knob.SIZE) == (64, 64)
+    mine = engine.render(case, preview)
+    engine.close()
+    pipe = load_pipeline("tiny", ".", "cpu", model_id="qwen_image")
+    trainer = QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**AITK_SCHEDULER), text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer, vae=pipe.vae, transformer=pipe.transformer,
+    )
+    TrainerLora(trainer, str(TINY_LORA), 1.0).merge_in(1.0)
+
+    def embeds(prompt):
+        e, m = trainer.encode_prompt(prompt, device=torch.device("cpu"), num_images_per_prompt=1)
+        return e, (torch.ones(e.shape[:2], dtype=torch.int64) if m is None else m)
+
+    with torch.no_grad():
+        (pe, pm), (ne, nm) = embeds(case.effective.prompt), embeds(case.preview.negative_prompt)
+        oracle = trainer(
+            prompt_embeds=pe, prompt_embeds_mask=pm, negative_prompt_embeds=ne, negative_prompt_embeds_mask=nm,
+            height=case.preview.height, width=case.preview.width, num_inference_steps=case.effective.steps,
+            true_cfg_scale=case.effective.guidance_scale, generator=torch.manual_seed(case.effective.seed), output_type="pt",
+        ).images
+    assert torch.equal(trainer.image_processor.postprocess(mine.decoded, output_type="pt"), oracle)
+
+
+def test_a_control_image_is_refused_with_the_fix(write_case):
+    with pytest.raises(CaseFileError) as info:
+        load_cases(write_case("model: qwen_image\nsample:\n  samples:\n    - {prompt: a, ctrl_img_1: inputs/hat.png}\n"))
+    (problem,) = info.value.problems
+    assert problem.field == "sample.samples[0]" and "qwen_image is text to image" in problem.message
+    assert "remove ctrl_img" in problem.fix
+
+
+@pytest.mark.parametrize("model, fuse", [("qwen_image", False), ("qwen_image_2512", True)])
+def test_every_input_moves_the_output_by_at_least_one_level(model, fuse, record_property):
+    """The tiny models' sensitivity, as tests/test_tiny.py measures the edit models': mean |difference| in 0..255
+    levels when one input changes, on a 64x64 render of 3 steps."""
+    from parity.models.qwen_image.wiring import Renderer, RenderKnobs, Request
+
+    pipe = load_pipeline("tiny", ".", "cpu", model_id=model)
+    lora = FusedLora(pipe)
+    lora.apply(str(TINY_LORA), 1.0, fuse=fuse)
+    renderer = Renderer(pipe)
+
+    def run(prompt="sks a photo of a person in a red hat", neg="", cfg=4.0, knobs=None):
+        request = Request(prompt, neg, 64, 64, 3, cfg, 3, ())
+        return renderer.render(request, knobs or RenderKnobs()).image.astype(np.float64)
+
+    base = run()
+    shifted = scheduler_items(dict(AITK_SCHEDULER_CONFIG, base_shift=1.0, max_shift=1.5))
+    figures = {
+        "prompt": np.abs(run(prompt="a drawing of a house and a tree") - base).mean(),
+        "negative prompt": np.abs(run(neg="blurry") - base).mean(),
+        "CFG scale 4 -> 2.5": np.abs(run(cfg=2.5) - base).mean(),
+        "scheduler shift (mu from base 1.0 / max 1.5)": np.abs(run(knobs=RenderKnobs(scheduler=shifted)) - base).mean(),
+    }
+    lora.apply(str(TINY_LORA), 0.5, fuse=fuse)
+    figures["LoRA scale 1.0 -> 0.5"] = np.abs(run() - base).mean()
+    for name, value in figures.items():
+        record_property(name, round(float(value), 3))
+    assert all(value >= 1.0 for value in figures.values()), figures
+
+
+T2I_ABLATION = """
+model: qwen_image
+loras: [{path: loras/tiny.safetensors}]
+training: {rank: 4, alpha: 2}
+sample:
+  width: 64
+  height: 64
+  sample_steps: 3
+  guidance_scale: 4
+  neg: ""
+  format: jpg
+  seed: 9
+  samples:
+    - {prompt: "sks a hat", network_multiplier: 0.7}
+    - {prompt: "b"}
+"""
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    from paths import case_folder
+    from test_preview import render_memo
+
+    root = case_folder(tmp_path_factory.mktemp("t2i"))
+    (root / "suite.yaml").write_text(T2I_ABLATION)
+    case = load_cases(root / "suite.yaml")[0]
+    engine = Engine("cpu")
+    reference, preview = engine.wirings(case)
+    shifted = scheduler_items(dict(AITK_SCHEDULER_CONFIG, base_shift=1.0, max_shift=1.5))
+    preview = preview.with_setting(Knob.SCHEDULER, Setting(shifted, "planted", key=shifted))
+    return case, reference, preview, render_memo(engine, case)
+
+
+@pytest.mark.parametrize("knob", [Knob.SCHEDULER, Knob.LORA_SCALE, Knob.OUTPUT], ids=lambda k: k.name)
+def test_a_planted_knob_is_named_first(ablation, knob):
+    """--diagnose on Qwen-Image: a preview that differs from the reference in one knob is explained by it alone."""
+    from test_preview import planted_knob_is_named_first
+
+    case, reference, preview, _ = ablation
+    assert case.model == "qwen_image" and Knob.TEXT_IMAGES not in dict(reference.settings)
+    assert preview.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED
+    planted_knob_is_named_first(ablation, knob)
