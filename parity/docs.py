@@ -13,6 +13,8 @@ OPTIONS_BEGIN = "<!-- options:begin (generated from parity/options.py; do not ed
 OPTIONS_END = "<!-- options:end -->"
 KNOBS_BEGIN = "<!-- knobs:begin (generated from parity/models/qwen_image_edit_plus_2511/knobs.py; do not edit by hand) -->"
 KNOBS_END = "<!-- knobs:end -->"
+MODELS_BEGIN = "<!-- models:begin (generated from parity/models/*/spec.py and knobs.py; do not edit by hand) -->"
+MODELS_END = "<!-- models:end -->"
 
 
 def fields_markdown() -> str:
@@ -85,6 +87,37 @@ def knobs_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def models_markdown() -> str:
+    """One row per model id of the registry: its server-side rules (spec.py), the trainer arch `parity import` maps
+    to it, and where its knobs differ from the default model's (knobs.py)."""
+    from parity.cases.importer import SUPPORTED
+    from parity.models import DEFAULT_MODEL, MODELS, part
+    from parity.models.knobs import Knob
+
+    default_rules = part(DEFAULT_MODEL, "knobs").KNOB_RULES
+    rows = [
+        (
+            "| `model:` | base model | server class (diffusers pipeline) | size floor: server / trainer | control images "
+            "| LoRA application (reference wiring) | trainer arch (`parity import`) | knobs unlike the default model's |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for spec in MODELS.values():
+        rules = part(spec.id, "knobs").KNOB_RULES
+        geometry = part(spec.id, "geometry")
+        arches = [f"`{arch}`" for arch, pairs in SUPPORTED.items() if any(found == spec.id for _, found in pairs)]
+        controls = "none" if not spec.max_control_images else (
+            f"1–{spec.max_control_images}" if spec.max_control_images > 1 else "exactly 1"
+        )
+        unlike = [k.value for k, rule in rules.items() if default_rules.get(k) != rule]  # of the knobs both have
+        rows.append(
+            f"| `{spec.id}`{' (default)' if spec.id == DEFAULT_MODEL else ''} | {spec.checkpoint} | {spec.server_class} "
+            f"({spec.pipeline}) | {spec.size_divisor} / {geometry.TRAINER_DIVISOR} | {controls} | {rules[Knob.LORA_METHOD][0]} | "
+            f"{', '.join(arches) or '—'} | {'; '.join(unlike) or '—'} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def readme_section() -> str:
     return f"{BEGIN}\n{fields_markdown()}{END}"
 
@@ -103,6 +136,7 @@ def replace_section(readme: str) -> str:
         (BEGIN, END, readme_section()),
         (OPTIONS_BEGIN, OPTIONS_END, readme_options_section()),
         (KNOBS_BEGIN, KNOBS_END, readme_knobs_section()),
+        (MODELS_BEGIN, MODELS_END, f"{MODELS_BEGIN}\n{models_markdown()}{MODELS_END}"),
     )
     for begin, end, text in sections:
         start, stop = readme.index(begin), readme.index(end) + len(end)

@@ -10,13 +10,19 @@ def test_readme_tables_match_the_schema_and_the_options():
     assert readme_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
     assert readme_options_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
     assert readme_knobs_section() in readme, "README is stale: run `python -m parity.docs` to regenerate it"
+    assert replace_section(readme) == readme, "README is stale (the models table): run `python -m parity.docs`"
 
 
 def test_every_knob_is_documented():
+    """The default model's table holds every knob; each model documents exactly the knobs its wirings carry."""
+    from parity.models import MODELS, part
     from parity.models.knobs import Knob
     from parity.models.qwen_image_edit_plus_2511.knobs import KNOB_RULES
 
     assert set(KNOB_RULES) == set(Knob)
+    for model in MODELS:
+        knobs = part(model, "knobs")
+        assert set(knobs.KNOB_RULES) <= set(Knob) and set(getattr(knobs, "KNOBS", Knob)) == set(knobs.KNOB_RULES), model
 
 
 def test_replace_section_is_idempotent():
