@@ -7,11 +7,14 @@ import difflib
 import importlib
 from types import ModuleType
 
+from parity.models.qwen_image_edit.spec import SPEC as QWEN_IMAGE_EDIT
 from parity.models.qwen_image_edit_plus.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2509
 from parity.models.qwen_image_edit_plus_2511.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2511
 from parity.models.spec import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509)}
+MODELS: dict[str, ModelSpec] = {
+    spec.id: spec for spec in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509, QWEN_IMAGE_EDIT)
+}
 DEFAULT_MODEL = QWEN_IMAGE_EDIT_PLUS_2511.id  # a case file's `model:` when it names none
 
 
