@@ -145,6 +145,18 @@ def test_the_model_id_follows_the_checkpoint_the_job_names(tmp_path, monkeypatch
         assert {c.model for c in load_cases(result.case_file)} == {model}
 
 
+def test_arch_qwen_image_edit_is_the_single_picture_model_whatever_it_loads(tmp_path, monkeypatch):
+    """ai-toolkit's qwen_image_edit arch has one sampler and one model id; its UI writes a sample's picture as
+    `ctrl_img`, which that sampler encodes once (not twice, as the Edit-Plus sampler does)."""
+    monkeypatch.chdir(tmp_path)
+    samples = {**SAMPLES, "samples": [{"prompt": "[trigger] a hat", "ctrl_img": "inputs/person.png"}, {"prompt": "a cat", "ctrl_img": "inputs/square.png"}]}
+    result = import_job(make_job(tmp_path, samples, arch="qwen_image_edit", base="/data/models/my-edit"), base_model="tiny")
+    assert yaml.safe_load(result.case_file.read_text())["model"] == "qwen_image_edit"
+    case = load_cases(result.case_file)[0]
+    assert case.model == "qwen_image_edit" and case.preview.text_images == case.effective.control_images
+    assert not any("legacy ctrl_img" in note for note in case.notes)
+
+
 def test_the_final_checkpoint_belongs_to_the_last_step_and_pruned_steps_are_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     job = make_job(tmp_path, SAMPLES, checkpoints=(), final=True)

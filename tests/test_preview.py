@@ -77,12 +77,13 @@ def ablation(tmp_path_factory, engine):
     return make_ablation(tmp_path_factory, engine)
 
 
-def make_ablation(tmp_path_factory, engine, model: str | None = None):
-    """A case on which most knobs differ, and a memoised renderer for its variants (`model`: another model id)."""
+def make_ablation(tmp_path_factory, engine, model: str | None = None, suite: str = UNMERGED):
+    """A case on which most knobs differ, and a memoised renderer for its variants (`model`: another model id;
+    `suite`: another case file of UNMERGED's form)."""
     root = tmp_path_factory.mktemp("ablation")
     case_folder(root)
     path = root / "suite.yaml"
-    text = UNMERGED.replace("do_cfg_norm: true", "do_cfg_norm: false, transformer_single_file: true")
+    text = suite.replace("do_cfg_norm: true", "do_cfg_norm: false, transformer_single_file: true")
     text = f"model: {model}\n{text}" if model else text
     path.write_text(text.replace('neg: ""', 'neg: ""\n  format: jpg'))
     case = load_cases(path)[0]

@@ -10,17 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 from paths import INPUTS, TINY_LORA
 from PIL import Image
 from safetensors.torch import load_file
 
 from parity.core.images import open_rgb
-from parity.models import DEFAULT_MODEL, QWEN_IMAGE_EDIT_PLUS_2511
-from parity.models.qwen_image_edit_plus_2511.denoise import StageTimer, control_sizes, generate, to_uint8
-from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
+from parity.models import DEFAULT_MODEL, QWEN_IMAGE_EDIT_PLUS_2511, get_model, part
+from parity.models.qwen_image_edit_plus_2511.denoise import control_sizes
 from parity.models.qwen_image_edit_plus_2511.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
-from parity.models.qwen_image_edit_plus_2511.wiring import condition_tensor, encode, resize_for_text
 from parity.render.loading import load_pipeline
 from parity.render.lora import FusedLora
 
@@ -84,50 +81,55 @@ def test_committed_tiny_lora_is_the_generated_one():
     assert {t.dtype for t in fresh.values()} == {torch.float16}
 
 
-@pytest.fixture(scope="module", params=[(DEFAULT_MODEL, True), ("qwen_image_edit_plus", False)], ids=["2511", "2509"])
+@pytest.fixture(
+    scope="module",
+    params=[(DEFAULT_MODEL, True), ("qwen_image_edit_plus", False), ("qwen_image_edit", False)],
+    ids=["2511", "2509", "edit"],
+)
 def lora_pipe(request):
-    """Each tiny model with the LoRA as its server applies it: fused (2511) or as an unfused adapter (2509)."""
+    """Each tiny model with the LoRA as its server applies it: fused (2511) or as an unfused adapter (2509, Edit)."""
     model_id, fuse = request.param
     pipe = load_pipeline("tiny", ".", "cpu", model_id=model_id)
     lora = FusedLora(pipe)
     lora.apply = functools.partial(lora.apply, fuse=fuse)
     lora.apply(str(TINY_LORA), 1.0)
-    return pipe, lora
+    return model_id, pipe, lora
 
 
 def test_every_input_moves_the_output_by_at_least_one_level(lora_pipe, tiny_latents, record_property):
-    """Sensitivity of the tiny model: mean |difference| in 0..255 levels when one input changes. The knobs are
-    moved on a one-picture render of 3 steps (at 2 steps the shifted schedule is [1, shift_terminal] whatever
-    the shift); each of the three picture slots on a three-picture render without CFG (a slot's
-    tokens reach the output through the conditional pass; three pictures carry ~12k tokens, the cost of the test)."""
-    pipe, lora = lora_pipe
+    """Sensitivity of the tiny model: mean |difference| in 0..255 levels when one input changes, rendered by the
+    model's own reference renderer. The knobs are moved on a one-picture render of 3 steps (at 2 steps the shifted
+    schedule is [1, shift_terminal] whatever the shift); for the Edit-Plus models each of the three picture slots on
+    a three-picture render without CFG (a slot's tokens reach the output through the conditional pass; three
+    pictures carry ~12k tokens, the cost of the test). Qwen-Image-Edit takes one picture, which it resizes to the
+    output size first: its one-picture render starts from the square picture, already that size, so it shares the
+    latents the Edit-Plus renders cached (the tiny models have one VAE)."""
+    model_id, pipe, lora = lora_pipe
     A, B, C, D = (open_rgb(INPUTS / f"{n}.png", n) for n in ("person", "hat", "square", "landscape"))
-    cache = tiny_latents
-    device, dtype = pipe._execution_device, pipe.transformer.dtype
+    single = get_model(model_id).max_control_images == 1
+    wiring = part(model_id, "wiring")
+    renderer = wiring.Renderer(pipe)
+    renderer.latent_cache = tiny_latents
 
-    def run(prompt="put the hat on the person", imgs=(A,), cfg=4.0, renorm=True, scheduler=None, steps=3):
-        with torch.inference_mode():
-            tensors = [resize_for_text(condition_tensor(i, device, dtype), TextImageSize.SERVER) for i in imgs]
-            cond, uncond = encode(pipe, prompt, tensors, device), encode(pipe, "", tensors, device)
-            decoded = generate(
-                pipe, list(imgs), cond, uncond, width=64, height=64, steps=steps, true_cfg_scale=cfg,
-                generator=torch.Generator("cpu").manual_seed(3), timer=StageTimer(device), cfg_renorm=renorm,
-                scheduler=scheduler, latent_cache=cache,
-            )
-        return to_uint8(pipe, decoded).astype(np.float64)
+    def run(prompt="put the hat on the person", imgs=(C,) if single else (A,), cfg=4.0, renorm=True, scheduler=None, steps=3):
+        request = wiring.Request(prompt, "", 64, 64, steps, cfg, 3, imgs)
+        return renderer.render(request, wiring.RenderKnobs(cfg_renorm=renorm, scheduler=scheduler)).image.astype(np.float64)
 
-    base, three = run(), run(imgs=(A, B, C), steps=2, cfg=1.0)
-    shifted = dict(pipe.scheduler.config, base_shift=1.0, max_shift=1.5)
+    base = run()
     variants = {
         "prompt": lambda: run(prompt="make the sky red") - base,
         "control image (one picture)": lambda: run(imgs=(D,)) - base,
-        "control image 1 of 3": lambda: run(imgs=(D, B, C), steps=2, cfg=1.0) - three,
-        "control image 2 of 3": lambda: run(imgs=(A, D, C), steps=2, cfg=1.0) - three,
-        "control image 3 of 3": lambda: run(imgs=(A, B, D), steps=2, cfg=1.0) - three,
         "CFG scale 4 -> 2.5": lambda: run(cfg=2.5) - base,
         "CFG renormalisation off": lambda: run(renorm=False) - base,
-        "scheduler shift (mu from base 1.0 / max 1.5)": lambda: run(scheduler=FlowMatchEulerDiscreteScheduler.from_config(shifted)) - base,
+        "scheduler shift (mu from base 1.0 / max 1.5)": lambda: run(scheduler=(("base_shift", 1.0), ("max_shift", 1.5))) - base,
     }
+    if not single:
+        three = run(imgs=(A, B, C), steps=2, cfg=1.0)
+        variants.update({
+            "control image 1 of 3": lambda: run(imgs=(D, B, C), steps=2, cfg=1.0) - three,
+            "control image 2 of 3": lambda: run(imgs=(A, D, C), steps=2, cfg=1.0) - three,
+            "control image 3 of 3": lambda: run(imgs=(A, B, D), steps=2, cfg=1.0) - three,
+        })
     figures = {name: float(np.abs(make()).mean()) for name, make in variants.items()}
     lora.apply(str(TINY_LORA), 0.5)
     try:

@@ -26,10 +26,12 @@ from parity.models import get_model
 
 PREVIEW_NAME = re.compile(r"^(?P<ms>\d+)__(?P<step>\d{9})_(?P<index>\d+)\.(?P<ext>jpg|jpeg|png|webp)$", re.IGNORECASE)
 # trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id), in the order tried:
-# the first marker a source holds (case aside) says its model ("2512" before "qwen-image": Qwen/Qwen-Image-2512)
+# the first marker a source holds (case aside) says its model ("2512" before "qwen-image": Qwen/Qwen-Image-2512);
+# an arch with one model needs no name (ai-toolkit samples qwen_image_edit with its own code, whatever it loads)
 SUPPORTED: dict[str, tuple[tuple[str, str], ...]] = {
     "qwen_image_edit_plus": (("2511", "qwen_image_edit_plus_2511"), ("2509", "qwen_image_edit_plus")),
     "qwen_image": (("2512", "qwen_image_2512"), ("qwen-image", "qwen_image"), ("qwen_image", "qwen_image")),
+    "qwen_image_edit": (("", "qwen_image_edit"),),
 }
 
 
@@ -161,9 +163,9 @@ def read_job_config(path: Path) -> dict:
 
 
 def model_id(process: dict, base_model: str | None = None) -> str:
-    """The parity model id of a job: its arch (the UI's `arch:tag` has the tag the trainer strips) and the
-    checkpoint that `--base-model`, the tag, name_or_path or extras_name_or_path names; JobImportError with the
-    fix when none names one, or when two name different ones."""
+    """The parity model id of a job: its arch (the UI's `arch:tag` has the tag the trainer strips) and, for an arch
+    that samples several checkpoints alike, the checkpoint that `--base-model`, the tag, name_or_path or
+    extras_name_or_path names; JobImportError with the fix when none names one, or when two name different ones."""
     model = process.get("model") or {}
     raw_arch = str(model.get("arch") or "")
     arch, _, tag = raw_arch.partition(":")
@@ -171,10 +173,14 @@ def model_id(process: dict, base_model: str | None = None) -> str:
     rules = SUPPORTED.get(arch)
     supported = "; ".join(
         f"arch {a} with a base model whose name says {' or '.join(m for m, _ in r)} ({', '.join(i for _, i in r)})"
+        if len(r) > 1
+        else f"arch {a} ({r[0][1]})"
         for a, r in SUPPORTED.items()
     )
     if rules is None:
         raise JobImportError(f"unsupported model: arch {raw_arch!r}, name_or_path {base!r}", f"parity supports {supported}")
+    if len(rules) == 1:
+        return rules[0][1]
     sources = {
         "--base-model": base_model or "",
         "model.arch's tag": tag,

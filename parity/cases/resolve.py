@@ -87,15 +87,7 @@ def _sample_problems(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample, 
             )
         )
     elif len(controls) > model.max_control_images:
-        most = model.max_control_images
-        problems.append(
-            loaded.problem(
-                one.where,
-                len(controls),
-                f"more than {most} control image{'s' if most > 1 else ''}: {model.id} takes at most {most}",
-                f"keep at most {most} (ctrl_img_1{'..' + str(most) if most > 1 else ''})",
-            )
-        )
+        problems.append(_too_many_controls(loaded, model, one))
     name = _name(one)
     if name in seen:
         problems.append(
@@ -103,6 +95,27 @@ def _sample_problems(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample, 
         )
     seen[name] = one.index
     return problems
+
+
+def _too_many_controls(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> Problem:
+    """More control images than the server's class takes: named at the first one too many, with the fix."""
+    most = model.max_control_images
+    key = one.control_keys[most]
+    extra = ", ".join(k.rpartition(".")[2] for k in one.control_keys[most:])
+    if most == 1:
+        what = (
+            f"{model.id} takes one control image, this sample has {len(one.control_keys)}: the reference server's "
+            f"{model.pipeline} reads a single `control_image`, and a request with more makes it fail"
+        )
+        fix = (
+            f"remove {extra} and keep one control image, as `ctrl_img` (the only key ai-toolkit's qwen_image_edit "
+            "sampler reads); for several pictures use `model: qwen_image_edit_plus` (Qwen-Image-Edit-2509) or "
+            "qwen_image_edit_plus_2511"
+        )
+    else:
+        what = f"{model.id} takes at most {most} control images, this sample has {len(one.control_keys)}"
+        fix = f"keep at most {most} (remove {extra})"
+    return loaded.problem(key, getattr(one.item, key.rpartition(".")[2]), what, fix)
 
 
 def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Case, list[Problem]]:

@@ -16,6 +16,7 @@ from parity.cases.case import Settings
 from parity.cases.prompt_flags import parse_prompt
 from parity.cases.schema import LoadedSuite, SampleBlock, SampleItemEntry, TrainingEntry, bounds, outside
 from parity.core.errors import Problem
+from parity.models import get_model
 
 TRIGGER_TOKENS = ("[trigger]", "[name]")
 _LIMITS = {f.name: (f.metadata.get("minimum"), f.metadata.get("maximum")) for f in fields(SampleItemEntry)}
@@ -63,6 +64,7 @@ def trainer_samples(loaded: LoadedSuite) -> tuple[list[TrainerSample], list[Prob
     if not prompts:
         problems.append(loaded.problem(items_key, None, "no sample has a prompt", "add samples with a `prompt:` under `sample:`"))
     samples, seed = [], sample.seed
+    multiple = get_model(loaded.spec.model).trainer_multiple_control_images
     for i, raw_prompt in enumerate(prompts):
         item, where = items[i], f"{items_key}[{i}]"
         seed, seed_note = _seed(sample, item, i, seed)
@@ -72,7 +74,7 @@ def trainer_samples(loaded: LoadedSuite) -> tuple[list[TrainerSample], list[Prob
                 f"prompt {raw_prompt!r} belongs to a later item, but its settings come from {where}: ai-toolkit "
                 "skips items without a prompt yet reads settings by position"
             )
-        one, one_problems = _sample(loaded, i, where, item, raw_prompt, seed, seed_note, notes)
+        one, one_problems = _sample(loaded, i, where, item, raw_prompt, seed, seed_note, notes, multiple)
         samples.append(one)
         problems.extend(one_problems)  # a --seed flag sets this sample's seed only; an item's seed carries over
     return samples, problems
@@ -98,9 +100,18 @@ def _seed(sample: SampleBlock, item: SampleItemEntry, i: int, current: int) -> t
 
 
 def _sample(
-    loaded: LoadedSuite, i: int, where: str, item: SampleItemEntry, raw_prompt: str, seed: int, seed_note: str, notes: list
+    loaded: LoadedSuite,
+    i: int,
+    where: str,
+    item: SampleItemEntry,
+    raw_prompt: str,
+    seed: int,
+    seed_note: str,
+    notes: list,
+    multiple: bool,
 ) -> tuple[TrainerSample, list[Problem]]:
-    """One sample: trigger word, prompt flags over the item's settings over the block's, control images."""
+    """One sample: trigger word, prompt flags over the item's settings over the block's, control images
+    (`multiple`: the arch's has_multiple_control_images, see ModelSpec)."""
     spec, sample = loaded.spec, loaded.spec.sample
     text = inject_trigger(raw_prompt, spec.trigger_word)
     if text != raw_prompt:
@@ -126,7 +137,9 @@ def _sample(
     notes.extend([seed_note] if seed_note else [])
     notes.extend(_flag_notes(parsed))
     problems.extend(_check_flag_values(loaded, where, requested_values))
-    controls, control_keys, text_images, control_notes = _control_images(item, o.get("ctrl_img"), str(loaded.path.parent), where)
+    controls, control_keys, text_images, control_notes = _control_images(
+        item, o.get("ctrl_img"), str(loaded.path.parent), where, multiple
+    )
     notes.extend(control_notes)
     requested = Settings(
         prompt=parsed.prompt,
@@ -185,10 +198,14 @@ def _check_flag_values(loaded: LoadedSuite, where: str, values: dict[str, float]
 
 
 def _control_images(
-    item: SampleItemEntry, flag_ctrl: object, case_dir: str, where: str
+    item: SampleItemEntry, flag_ctrl: object, case_dir: str, where: str, multiple: bool
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[str]]:
     """Control images in the order the VAE gets them (as the trainer collects them), their keys, the list the
-    trainer's text encoder gets (ctrl_img and ctrl_img_1 both, so a legacy ctrl_img comes twice), and notes."""
+    trainer's text encoder gets (ctrl_img and ctrl_img_1 both, so a legacy ctrl_img comes twice), and notes.
+
+    A single-picture arch (`multiple` false, ai-toolkit's qwen_image_edit) encodes the first of that list only
+    and hands its pipeline `ctrl_img` alone (base_model.py generate_images, qwen_image_edit.py
+    generate_single_image)."""
     notes: list[str] = []
     ctrl_img = flag_ctrl if flag_ctrl is not None else item.ctrl_img
     ctrl_img_1 = item.ctrl_img_1 if item.ctrl_img_1 is not None else item.ctrl_img
@@ -201,12 +218,21 @@ def _control_images(
     candidates = ((first, first_key), (item.ctrl_img_2, f"{where}.ctrl_img_2"), (item.ctrl_img_3, f"{where}.ctrl_img_3"))
     ordered = [(p, k) for p, k in candidates if p is not None]
     text = [p for p in (ctrl_img, ctrl_img_1, item.ctrl_img_2, item.ctrl_img_3) if p is not None]
-    if ctrl_img is not None and ctrl_img_1 is not None:
+    if not multiple:
+        if ordered and ctrl_img is None:
+            notes.append(
+                f"{ordered[0][1].rpartition('.')[2]} without ctrl_img: ai-toolkit's single-picture sampler hands its "
+                "pipeline `ctrl_img` only, so the trainer fails on this sample (the stock call gets no image) and drew "
+                "no preview for it; the reference server takes it as its control image. Write `ctrl_img:` as "
+                "ai-toolkit's UI does"
+            )
+        text = text[:1]
+    elif ctrl_img is not None and ctrl_img_1 is not None:
         notes.append(
             "legacy ctrl_img: the trainer's text encoder sees it as an extra picture (ctrl_img and ctrl_img_1 are "
             "both passed) while its VAE gets it once; the reference server sends it once"
         )
-    if item.ctrl_img_1 is None and item.ctrl_img is None and flag_ctrl is None and item.ctrl_img_2 is not None:
+    if multiple and item.ctrl_img_1 is None and item.ctrl_img is None and flag_ctrl is None and item.ctrl_img_2 is not None:
         notes.append("ctrl_img_2 without ctrl_img_1 becomes \"Picture 1\" on both sides")
     return (
         tuple(join(case_dir, str(p)) for p, _ in ordered),

@@ -9,11 +9,15 @@ from types import ModuleType
 
 from parity.models.qwen_image.spec import SPEC as QWEN_IMAGE
 from parity.models.qwen_image_2512.spec import SPEC as QWEN_IMAGE_2512
+from parity.models.qwen_image_edit.spec import SPEC as QWEN_IMAGE_EDIT
 from parity.models.qwen_image_edit_plus.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2509
 from parity.models.qwen_image_edit_plus_2511.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2511
 from parity.models.spec import ModelSpec
 
-MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509, QWEN_IMAGE, QWEN_IMAGE_2512)}
+MODELS: dict[str, ModelSpec] = {
+    spec.id: spec
+    for spec in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509, QWEN_IMAGE_EDIT, QWEN_IMAGE, QWEN_IMAGE_2512)
+}
 DEFAULT_MODEL = QWEN_IMAGE_EDIT_PLUS_2511.id  # a case file's `model:` when it names none
 
 

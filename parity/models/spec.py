@@ -19,3 +19,6 @@ class ModelSpec:
     requires_control_image: bool
     max_control_images: int
     max_loras: int
+    # ai-toolkit's `has_multiple_control_images` for the trainer's arch: True (Edit-Plus) hands its text encoder
+    # every control image; False (Qwen-Image-Edit) the first one only, and its VAE only the sample's `ctrl_img`
+    trainer_multiple_control_images: bool = True

@@ -120,13 +120,18 @@ def tiny_key() -> str:
 
 
 def ensure_tiny(
-    root: Path | None = None, name: str = "qwen-image-edit-2511", zero_cond_t: bool = True, transformer_seed: int = 1
+    root: Path | None = None,
+    name: str = "qwen-image-edit-2511",
+    zero_cond_t: bool = True,
+    transformer_seed: int = 1,
+    pipeline: str = "QwenImageEditPlusPipeline",
 ) -> Path:
     """The tiny model's diffusers folder, built on first use (safe against concurrent builders). `name`,
-    `zero_cond_t` and `transformer_seed`: the checkpoint it stands for (Qwen-Image-Edit-2509 is the same layout
-    with zero_cond_t off, its transformer drawn from another seed)."""
+    `zero_cond_t`, `transformer_seed` and `pipeline`: the checkpoint it stands for (Qwen-Image-Edit-2509 is the
+    same layout with zero_cond_t off, its transformer drawn from another seed; Qwen-Image-Edit also saves as a
+    QwenImageEditPipeline). `name` names the cache folder, so each checkpoint has its own."""
     layout = "" if (zero_cond_t, transformer_seed) == (True, 1) else f"-z{int(zero_cond_t)}s{transformer_seed}"
-    return ensure_built(root, f"{name}{layout}", lambda dest: build_tiny(dest, zero_cond_t, transformer_seed))
+    return ensure_built(root, f"{name}{layout}", lambda dest: build_tiny(dest, zero_cond_t, transformer_seed, pipeline))
 
 
 def ensure_built(root: Path | None, name: str, build) -> Path:
@@ -306,9 +311,13 @@ def build_vae(compression: int = 16):
     return vae
 
 
-def build_tiny(dest: Path, zero_cond_t: bool = True, transformer_seed: int = 1) -> None:
-    """Build every component from fixed seeds and save the pipeline as a diffusers folder at `dest`."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
+def build_tiny(
+    dest: Path, zero_cond_t: bool = True, transformer_seed: int = 1, pipeline: str = "QwenImageEditPlusPipeline"
+) -> None:
+    """Build every component from fixed seeds and save them as a diffusers folder of `pipeline` at `dest`. The
+    tokenizer serves both edit pipelines: their prompt templates share the system part it drops (64 tokens)."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
@@ -322,7 +331,7 @@ def build_tiny(dest: Path, zero_cond_t: bool = True, transformer_seed: int = 1) 
         torch.manual_seed(2)
         vae = build_vae()
     scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
-    pipe = QwenImageEditPlusPipeline(
+    pipe = getattr(diffusers, pipeline)(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, processor=processor, transformer=transformer
     )
     pipe.save_pretrained(str(dest), safe_serialization=True)
