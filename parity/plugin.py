@@ -33,6 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "parity: one sample of a parity case file (reference inference vs stored image)")
+    _check_root(config)
     config.stash[PARITY_KEY] = PytestParity(config)
 
 
@@ -51,6 +52,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     config.stash[PARITY_KEY].summary(terminalreporter)
+
+
+def _valued_flags() -> set[str]:
+    from .options import OPTIONS
+
+    return {"--parity-cases", *(f"--parity-{o.name}" for o in OPTIONS if not o.flag)}
+
+
+def _check_root(config: pytest.Config) -> None:
+    """pytest picks its root directory and config file from the command line before any plugin is loaded, so the
+    value of `--parity-out PATH` (two words) looks like a test path to it: when PATH exists outside the folder
+    pytest runs in (a second run's report folder, a model folder), pytest looks for its config file from there,
+    misses the project's, roots the run there, and nothing is collected. Refused with the fix instead of a
+    silent empty run, unless the config file pytest read is the one above the folder it runs in."""
+    args = [str(a) for a in config.invocation_params.args]
+    root, here = config.rootpath.resolve(), Path(config.invocation_params.dir).resolve()
+    if config.inipath is not None and here.is_relative_to(config.inipath.parent.resolve()):
+        return
+    for flag, value in zip(args, args[1:]):
+        taken = (here / value).resolve()
+        if flag in _valued_flags() and taken.exists() and not taken.is_relative_to(here):
+            raise pytest.UsageError(
+                f"parity: pytest took {value!r}, the value of {flag}, for a test path and made {str(root)!r} its root "
+                f"directory (it reads the command line before plugins load), so this project's settings were not "
+                f"read and nothing would be collected. Write the option with '=': {flag}={value}"
+            )
 
 
 class PytestParity:

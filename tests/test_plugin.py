@@ -189,6 +189,15 @@ def test_a_bad_option_value_is_a_usage_error(project, args, ini, message):
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+def test_an_existing_folder_given_as_two_words_is_refused_with_the_fix(project, tmp_path_factory):
+    """pytest would take the value for a test path and root the run there (nothing collected): said, with '='."""
+    elsewhere = tmp_path_factory.mktemp("reports")  # outside the project, as a second run's report folder is
+    result = project.runpytest_inprocess("-m", "parity", "--parity-out", str(elsewhere), "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*the value of --parity-out, for a test path*Write the option with '=': --parity-out={elsewhere}*"])
+    assert project.runpytest_inprocess("-m", "parity", f"--parity-out={elsewhere}", "--collect-only").ret == pytest.ExitCode.OK
+
+
 def test_an_environment_without_its_own_set_is_skipped_with_one_line(project, cpu_set):
     """Sets exist only for a GPU class: on the CPU nothing is compared or written, and one line says how to make
     this class's set."""
