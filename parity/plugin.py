@@ -8,6 +8,7 @@ installing parity never changes another project's run. Hooks only delegate to Py
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def _check_root(config: pytest.Config) -> None:
     root, here = config.rootpath.resolve(), Path(config.invocation_params.dir).resolve()
     if config.inipath is not None and here.is_relative_to(config.inipath.parent.resolve()):
         return
-    for flag, value in zip(args, args[1:]):
+    for flag, value in pairwise(args):
         taken = (here / value).resolve()
         if flag in _valued_flags() and taken.exists() and not taken.is_relative_to(here):
             raise pytest.UsageError(

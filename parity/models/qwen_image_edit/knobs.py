@@ -71,7 +71,7 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
     shown = _sizes(sizes)
     return _with(
         edit_plus.preview_wiring(case, facts),
-        (Knob.CFG_RENORM, _renorm(case, "always (the stock QwenImageEditPipeline; do_cfg_norm is not read)")),
+        (Knob.CFG_RENORM, edit_plus.cfg_setting(case, True, "always (the stock QwenImageEditPipeline; do_cfg_norm is not read)")),
         (Knob.TEXT_IMAGE_SIZE, Setting(TextImageSize.ASPECT_KEPT, f"{shown} (aspect kept)", key=sizes)),
         (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {shown} (resized anew from full size)", key=sizes)),
         (Knob.VAE_IMAGES, _vae(VaeResize.BILINEAR, case.effective.control_images, (pre.width, pre.height), facts)),
@@ -82,12 +82,6 @@ def _with(wiring: Wiring, *settings: tuple[Knob, Setting]) -> Wiring:
     for knob, setting in settings:
         wiring = wiring.with_setting(knob, setting)
     return wiring
-
-
-def _renorm(case: Case, shown: str) -> Setting:
-    if case.effective.guidance_scale <= 1:
-        return Setting("no-cfg", f"no CFG pass (guidance {case.effective.guidance_scale:g})")
-    return Setting(True, shown)
 
 
 def _vae(kernel: VaeResize, paths: tuple[str, ...], size: tuple[int, int], facts: RuntimeFacts) -> Setting:
