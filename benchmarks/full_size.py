@@ -575,8 +575,6 @@ def run_server_drivers(args, pipe, cases, lora: Path, drivers, recorder, summary
     """Each server-style driver in turn on the shared pipeline; each ends with the LoRA unfused and unloaded (in
     place: the weights are then not the untouched ones to the bit)."""
     for driver in drivers:
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(args.device)
         summary[f"{driver} suite wall s"] = round(run_server_style(args, pipe, cases, lora, driver.split("-")[1], recorder, driver, args.device), 2)
         uncap(args)
         pipe.unfuse_lora()

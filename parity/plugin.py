@@ -8,6 +8,8 @@ installing parity never changes another project's run. Hooks only delegate to Py
 
 from __future__ import annotations
 
+import os
+import shlex
 from itertools import pairwise
 from pathlib import Path
 
@@ -65,19 +67,23 @@ def _check_root(config: pytest.Config) -> None:
     """pytest picks its root directory and config file from the command line before any plugin is loaded, so the
     value of `--parity-out PATH` (two words) looks like a test path to it: when PATH exists outside the folder
     pytest runs in (a second run's report folder, a model folder), pytest looks for its config file from there,
-    misses the project's, roots the run there, and nothing is collected. Refused with the fix instead of a
-    silent empty run, unless the config file pytest read is the one above the folder it runs in."""
-    args = [str(a) for a in config.invocation_params.args]
+    misses the project's and roots the run there (`-m parity` then collects nothing). Refused with the fix, unless
+    the config file pytest read is one above the folder it runs in (a workspace's parent config file that pytest
+    adopts instead of the project's is not caught) or was named with -c."""
+    if config.option.inifilename:  # `-c FILE`: pytest reads that file and roots the run at its folder
+        return
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *map(str, config.invocation_params.args)]
     root, here = config.rootpath.resolve(), Path(config.invocation_params.dir).resolve()
     if config.inipath is not None and here.is_relative_to(config.inipath.parent.resolve()):
         return
+    flags = _valued_flags()
     for flag, value in pairwise(args):
         taken = (here / value).resolve()
-        if flag in _valued_flags() and taken.exists() and not taken.is_relative_to(here):
+        if flag in flags and taken.exists() and not taken.is_relative_to(here):
             raise pytest.UsageError(
                 f"parity: pytest took {value!r}, the value of {flag}, for a test path and made {str(root)!r} its root "
-                f"directory (it reads the command line before plugins load), so this project's settings were not "
-                f"read and nothing would be collected. Write the option with '=': {flag}={value}"
+                f"directory (it reads the command line before plugins load), so this project's settings (markers, "
+                f"parity_cases, addopts) would not be read. Write the option with '=': {flag}={value}"
             )
 
 

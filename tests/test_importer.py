@@ -134,6 +134,7 @@ def test_two_sources_naming_different_checkpoints_are_refused(tmp_path, monkeypa
         ("qwen_image", "Qwen/Qwen-Image", "tiny", "qwen_image"),
         ("qwen_image", "Qwen/Qwen-Image-2512", "tiny", "qwen_image_2512"),  # 2512 named before Qwen-Image is
         ("qwen_image:2512", "/data/models/qwen", "tiny", "qwen_image_2512"),
+        ("qwen_image_edit_plus", "/data/qwen-edit-2509-vs-2511", "/data/Qwen-Image-Edit-2509", "qwen_image_edit_plus"),  # says neither
     ],
 )
 def test_the_model_id_follows_the_checkpoint_the_job_names(tmp_path, monkeypatch, arch, base, given, model):

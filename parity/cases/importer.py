@@ -25,9 +25,11 @@ from parity.core.errors import ParityError
 from parity.models import get_model
 
 PREVIEW_NAME = re.compile(r"^(?P<ms>\d+)__(?P<step>\d{9})_(?P<index>\d+)\.(?P<ext>jpg|jpeg|png|webp)$", re.IGNORECASE)
-# trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id), in the order tried:
-# the first marker a source holds (case aside) says its model ("2512" before "qwen-image": Qwen/Qwen-Image-2512);
-# an arch with one model needs no name (ai-toolkit samples qwen_image_edit with its own code, whatever it loads)
+# trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id). A source says a
+# model when the markers it holds (case aside) name one: version markers (with a digit) first, so that
+# Qwen/Qwen-Image-2512 is 2512 and a name holding both 2509 and 2511 says neither; the generic name only when no
+# version marker matched. An arch with one model needs no name (ai-toolkit samples qwen_image_edit with its own
+# code, whatever it loads).
 SUPPORTED: dict[str, tuple[tuple[str, str], ...]] = {
     "qwen_image_edit_plus": (("2511", "qwen_image_edit_plus_2511"), ("2509", "qwen_image_edit_plus")),
     "qwen_image": (("2512", "qwen_image_2512"), ("qwen-image", "qwen_image"), ("qwen_image", "qwen_image")),
@@ -189,9 +191,11 @@ def model_id(process: dict, base_model: str | None = None) -> str:
     }
     said = {}
     for label, text in sources.items():
-        named = next((found for marker, found in rules if marker in text.lower()), None)
-        if named is not None:
-            said[label] = named
+        held = [(marker, found) for marker, found in rules if marker in text.lower()]
+        versions = {found for marker, found in held if any(c.isdigit() for c in marker)}
+        named = versions or {found for _, found in held}
+        if len(named) == 1:
+            said[label] = named.pop()
     if len(set(said.values())) == 1:
         return next(iter(said.values()))
     fix = (

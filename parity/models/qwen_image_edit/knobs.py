@@ -59,7 +59,7 @@ def reference_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
     return _with(
         edit_plus.reference_wiring(case, facts, lora_method=LoraMethod.DIFFUSERS_ADAPTER),
         (Knob.TEXT_IMAGE_SIZE, Setting(TextImageSize.SERVER, f"{shown} (w = sqrt(area·H/W): transposed)", key=sizes)),
-        (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {shown}", key=sizes)),
+        (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {shown}", key="the prompt's")),
         (Knob.VAE_IMAGES, _vae(VaeResize.LANCZOS, eff.control_images, (eff.width, eff.height), facts)),
     )
 
@@ -73,7 +73,7 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
         edit_plus.preview_wiring(case, facts),
         (Knob.CFG_RENORM, edit_plus.cfg_setting(case, True, "always (the stock QwenImageEditPipeline; do_cfg_norm is not read)")),
         (Knob.TEXT_IMAGE_SIZE, Setting(TextImageSize.ASPECT_KEPT, f"{shown} (aspect kept)", key=sizes)),
-        (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {shown} (resized anew from full size)", key=sizes)),
+        (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {shown} (resized anew from full size)", key="the prompt's")),
         (Knob.VAE_IMAGES, _vae(VaeResize.BILINEAR, case.effective.control_images, (pre.width, pre.height), facts)),
     )
 
