@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from parity.cases.case import Case
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Setting, Wiring
+from parity.models.qwen_image_edit_plus.knobs import KNOB_RULES as EDIT_PLUS_2509_RULES
 from parity.models.qwen_image_edit_plus_2511 import knobs as edit_plus
 from parity.models.qwen_image_edit_plus_2511.knobs import scheduler_items
 
@@ -28,10 +29,9 @@ KNOBS = (
     Knob.LORA_WEIGHTS,
 )
 
-_ADAPTER_RULE = "diffusers adapter kept unfused, a scale other than 1 set by `set_weights_and_activate_adapters`"
 _OWN_RULES = {
     Knob.SIZE: ("floor to 16", "round down to 8 (at least 64), then floor to 32", "yes"),
-    Knob.LORA_METHOD: (_ADAPTER_RULE, edit_plus.KNOB_RULES[Knob.LORA_METHOD][1], "yes"),
+    Knob.LORA_METHOD: (EDIT_PLUS_2509_RULES[Knob.LORA_METHOD][0], edit_plus.KNOB_RULES[Knob.LORA_METHOD][1], "yes"),
     Knob.CFG_RENORM: ("always (diffusers rescales to the conditional norm)", "always: the same stock pipeline", "—"),
     Knob.VAE_TILING: ("off", "on under `low_vram` (decode)", "yes"),
 }

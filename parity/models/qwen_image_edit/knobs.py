@@ -18,16 +18,13 @@ import enum
 from parity.cases.case import Case
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Setting, Wiring
 from parity.models.qwen_image_edit.geometry import server_text_size, trainer_text_size
+from parity.models.qwen_image_edit_plus.knobs import KNOB_RULES as EDIT_PLUS_2509_RULES
 from parity.models.qwen_image_edit_plus_2511 import knobs as edit_plus
 from parity.models.qwen_image_edit_plus_2511.knobs import NegativeImages, TextImageSize, scheduler_items
 
 KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
     **edit_plus.KNOB_RULES,
-    Knob.LORA_METHOD: (
-        "diffusers adapter kept unfused, a scale other than 1 set by `set_weights_and_activate_adapters`",
-        edit_plus.KNOB_RULES[Knob.LORA_METHOD][1],
-        "yes",
-    ),
+    Knob.LORA_METHOD: EDIT_PLUS_2509_RULES[Knob.LORA_METHOD],  # SET_ADAPTERS, as for 2509; the same trainer LoRA
     Knob.CFG_RENORM: ("always (diffusers rescales to the conditional norm)", "always (the stock pipeline; no do_cfg_norm)", "—"),
     Knob.TEXT_IMAGES: ("the control image", "`ctrl_img` (the first of its list)", "—"),
     Knob.TEXT_IMAGE_SIZE: (
