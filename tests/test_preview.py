@@ -7,7 +7,7 @@ from preview_oracle import TrainerLora, trainer_generate
 
 from parity.cases.suite import load_cases
 from parity.core.images import OutputEncoding, encode_output
-from parity.judge.compare import measure
+from parity.judge.compare import compare
 from parity.judge.diagnose import diagnose
 from parity.models.knobs import Knob, Setting, combine, differing, flip
 from parity.models.qwen_image_edit_plus_2511.knobs import scheduler_items
@@ -134,12 +134,12 @@ def planted_knob_is_named_first(ablation, knob):
     case, reference, preview, render = ablation
     baseline = render(flip(reference, preview, knob))  # the only difference from the reference is `knob`
     output = render(reference)
-    base = measure(output, baseline, case.thresholds.pixel_tolerance)
-    assert base.max_abs_diff > 0, f"planting {knob.value} changed nothing"
+    base = compare(output, baseline, case.thresholds).metrics  # None: the planted knob changed the size
+    assert base is None or base.max_abs_diff > 0, f"planting {knob.value} changed nothing"
     result = diagnose(reference, preview, baseline, base, case.thresholds, render)
     assert result.ranked[0].knob is knob
     assert result.explained_by == (knob,)
-    assert result.verdict.startswith(f"mismatch explained by: {knob.value} (SSIM")
+    assert result.verdict.startswith(f"mismatch explained by: {knob.value} (" + ("another size -> SSIM" if base is None else "SSIM"))
 
 
 @pytest.mark.parametrize("knob", PLANTED, ids=lambda k: k.name)

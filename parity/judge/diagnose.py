@@ -71,11 +71,14 @@ def diagnose(
     reference: Wiring,
     preview: Wiring,
     baseline: np.ndarray,
-    base: Metrics,
+    base: Metrics | None,
     limits: Thresholds,
     render: Callable[[Wiring], np.ndarray],
 ) -> Diagnosis:
-    """Rank the knobs that differ by the gap their flip closes, and find the set that explains the mismatch."""
+    """Rank the knobs that differ by the gap their flip closes, and find the set that explains the mismatch.
+    `base` is None when the output's size is not the baseline's: every gap starts unmeasurable, and only the
+    variants that reach the baseline's size are measured (the size knob, for a model whose two sides floor
+    sizes differently)."""
     tolerance = limits.pixel_tolerance or 0.0
 
     def variant(wiring: Wiring, knobs: tuple[Knob, ...]) -> Variant:
@@ -100,11 +103,11 @@ def diagnose(
     return Diagnosis(tuple(rows), tuple(ranked), full, explained, _verdict(rows, full, explained, steps, base), steps)
 
 
-def _select(reference, preview, knobs, effects, base: Metrics, variant) -> tuple[Variant, ...]:
+def _select(reference, preview, knobs, effects, base: Metrics | None, variant) -> tuple[Variant, ...]:
     """Forward selection: each round adds the knob that, flipped with those chosen, leaves the smallest gap."""
     chosen: list[Knob] = []
     steps: list[Variant] = []
-    gap = base.mean_abs_diff
+    gap = float("inf") if base is None else base.mean_abs_diff
     remaining = list(knobs)
     while remaining:
         trials = {
@@ -141,22 +144,32 @@ def _gap(v: Variant | None) -> float:
     return float("inf") if v is None or v.metrics is None else v.metrics.mean_abs_diff
 
 
-def cause_text(row: KnobRow, base: Metrics) -> str:
+def cause_text(row: KnobRow, base: Metrics | None) -> str:
     """'CFG renormalisation: SSIM 0.9100 -> 0.9980, mean |diff| 5.2 -> 0.3'."""
     e = row.effect
-    if e is None or e.metrics is None:
-        return f"{row.knob.value}: {e.note if e else 'not measured'}"
-    return (
-        f"{row.knob.value}: SSIM {base.ssim:.4f} -> {e.metrics.ssim:.4f}, "
-        f"mean |diff| {base.mean_abs_diff:.2f} -> {e.metrics.mean_abs_diff:.2f}"
-    )
+    return f"{row.knob.value}: {effect_text(e, base) if e else 'not measured'}"
 
 
-def _verdict(rows, full: Variant | None, explained: tuple[Knob, ...], steps: tuple[Variant, ...], base: Metrics) -> str:
+def effect_text(e: Variant, base: Metrics | None, arrow: str = "->") -> str:
+    """What a variant measured against the baseline, from where the output stood (`base`; None when the output's
+    size was not the baseline's: 'another size -> SSIM 1.0000, mean |diff| 0.00')."""
+    if e.metrics is None:
+        return e.note
+    m = e.metrics
+    if base is None:
+        return f"another size {arrow} SSIM {m.ssim:.4f}, mean |diff| {m.mean_abs_diff:.2f}"
+    return f"SSIM {base.ssim:.4f} {arrow} {m.ssim:.4f}, mean |diff| {base.mean_abs_diff:.2f} {arrow} {m.mean_abs_diff:.2f}"
+
+
+def _verdict(
+    rows, full: Variant | None, explained: tuple[Knob, ...], steps: tuple[Variant, ...], base: Metrics | None
+) -> str:
     unreplayed = [r.knob.value for r in rows if not r.same and not r.replayable]
     if explained:
         named = ", ".join(k.value for k in explained)
         path = " -> ".join(f"{v.metrics.ssim:.4f}" for v in steps if v.metrics is not None)
+        if base is None:
+            return f"mismatch explained by: {named} (another size -> SSIM {path})"
         return f"mismatch explained by: {named} (SSIM {base.ssim:.4f} -> {path})"
     if full is None and not unreplayed:
         return "unexplained: the two wirings agree on every knob for this case"

@@ -22,7 +22,7 @@ from parity.core.environment import env_changes
 from parity.core.visible import visible
 from parity.judge.calibration import margin_of
 from parity.judge.compare import metric_lines
-from parity.judge.diagnose import KnobRow, cause_text
+from parity.judge.diagnose import KnobRow, cause_text, effect_text
 from parity.results.record import CaseResult, RunInfo, Status, counts
 
 SETTING_ROWS = (
@@ -253,7 +253,7 @@ def _case_view(anchor: str, r: CaseResult, run_env: dict, picture) -> CaseView:
     if r.diagnosis is not None:
         verdict = r.diagnosis.verdict
         verdict_class = "good" if r.diagnosis.explained else "bad"
-        causes = tuple(cause_text(row, r.metrics) for row in r.diagnosis.ranked) if r.metrics is not None else ()
+        causes = tuple(cause_text(row, r.metrics) for row in r.diagnosis.ranked)
     return CaseView(
         anchor=anchor,
         id=r.id,
@@ -396,9 +396,7 @@ def _effect(row: KnobRow, base) -> str:
     e = row.effect
     if e is None:
         return "run with --diagnose to measure"
-    if e.metrics is None:
-        return e.note
-    return f"SSIM {base.ssim:.4f} → {e.metrics.ssim:.4f}, mean |diff| {base.mean_abs_diff:.2f} → {e.metrics.mean_abs_diff:.2f}"
+    return effect_text(e, base, "→")
 
 
 def _sortable(value) -> str:

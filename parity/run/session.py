@@ -203,7 +203,7 @@ class ParitySession:
         reference, preview = self.engine.wirings(case)
         status, reason = case_status(decision, choice, comparison, jpeg)
         diagnosis = None
-        if status is Status.FAIL and self.options.diagnose and comparison.metrics is not None:
+        if status is Status.FAIL and self.options.diagnose:
             start = time.perf_counter()
             diagnosis = diagnose(reference, preview, baseline, comparison.metrics, limits, self._renderer(case))
             timings["diagnose"] = time.perf_counter() - start
