@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
 from paths import TINY_LORA
 from preview_oracle import AITK_SCHEDULER, TrainerLora
@@ -36,6 +37,8 @@ sample:
   samples:
     - {{{{name: scaled, prompt: "sks a hat", network_multiplier: 0.7}}}}
     - {{{{name: long, prompt: "{LONG}"}}}}
+    - {{{{name: no-negative, prompt: "a hat", neg: ""}}}}
+    - {{{{name: no-cfg, prompt: "a hat", guidance_scale: 1.0}}}}
 """
 
 
@@ -43,12 +46,12 @@ def suite(model: str) -> str:
     return SUITE.format(model=model)
 
 
-def server_pipe(model: str, method: LoraMethod, scale: float):
+def server_pipe(model: str, method: LoraMethod, scale: float, device: str = "cpu"):
     """ai-toolkit-inference's `_load_lora` on a fresh load (src/pipelines/base.py): SET_ADAPTERS keeps the adapter
     (a scale other than 1 set by set_weights_and_activate_adapters), FUSE fuses it at the scale."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
-    pipe = load_pipeline("tiny", ".", "cpu", model_id=model)
+    pipe = load_pipeline("tiny", ".", device, model_id=model)
     pipe.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
     if method is LoraMethod.DIFFUSERS_FUSE:
         pipe.fuse_lora(adapter_names=["lora"], lora_scale=scale)
@@ -84,19 +87,22 @@ def test_the_tiny_models_are_text_to_image_pipelines_of_the_real_classes():
     assert not torch.equal(one.transformer.state_dict()[key], other.transformer.state_dict()[key])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "model, method", [("qwen_image", LoraMethod.DIFFUSERS_ADAPTER), ("qwen_image_2512", LoraMethod.DIFFUSERS_FUSE)]
 )
-def test_reference_wiring_equals_the_servers_path(write_case, model, method):
-    """Both cases against a fresh server process at the case's scale; `long` proves the 512-token cut."""
+def test_reference_wiring_equals_the_servers_path(write_case, model, method, device):
+    """Every case against a fresh server process at the case's scale: `long` proves the 512-token cut,
+    `no-negative` the server's "" negative (true CFG still on), `no-cfg` guidance 1 (the stock call skips the
+    negative pass)."""
     cases = load_cases(write_case(suite(model)))
-    engine = Engine("cpu")
+    engine = Engine(device)
     engine.expect(cases)
     for case in cases:
         reference, _ = engine.wirings(case)
         assert reference.value(Knob.LORA_METHOD) is method and reference.value(Knob.SIZE) == (80, 64)
         rendered = engine.render(case)
-        stock = server_call(server_pipe(model, method, case.effective.lora_scale), case.effective)
+        stock = server_call(server_pipe(model, method, case.effective.lora_scale, device), case.effective)
         mine = engine._loaded.pipe.image_processor.postprocess(rendered.decoded, output_type="pt")
         assert torch.equal(mine, stock), case.name
     engine.close()
@@ -170,13 +176,15 @@ def test_every_input_moves_the_output_by_at_least_one_level(model, fuse, record_
     assert all(value >= 1.0 for value in figures.values()), figures
 
 
+# 336x320: the server floors to 16 (336), the trainer to 32 (320), so the size knob differs; over 256 px the VAE
+# tiles its decode when tiling is on (the trainer's low_vram), so that knob moves pixels too.
 T2I_ABLATION = """
 model: qwen_image
 loras: [{path: loras/tiny.safetensors}]
 training: {rank: 4, alpha: 2}
 sample:
-  width: 64
-  height: 64
+  width: 336
+  height: 320
   sample_steps: 3
   guidance_scale: 4
   neg: ""
@@ -200,10 +208,13 @@ def ablation(tmp_path_factory):
     reference, preview = engine.wirings(case)
     shifted = scheduler_items(dict(AITK_SCHEDULER_CONFIG, base_shift=1.0, max_shift=1.5))
     preview = preview.with_setting(Knob.SCHEDULER, Setting(shifted, "planted", key=shifted))
+    preview = preview.with_setting(Knob.VAE_TILING, Setting(True, "planted: on (low_vram: decode)"))
     return case, reference, preview, render_memo(engine, case)
 
 
-@pytest.mark.parametrize("knob", [Knob.SCHEDULER, Knob.LORA_SCALE, Knob.OUTPUT], ids=lambda k: k.name)
+@pytest.mark.parametrize(
+    "knob", [Knob.SIZE, Knob.SCHEDULER, Knob.LORA_SCALE, Knob.VAE_TILING, Knob.OUTPUT], ids=lambda k: k.name
+)
 def test_a_planted_knob_is_named_first(ablation, knob):
     """--diagnose on Qwen-Image: a preview that differs from the reference in one knob is explained by it alone."""
     from test_preview import planted_knob_is_named_first
@@ -212,3 +223,29 @@ def test_a_planted_knob_is_named_first(ablation, knob):
     assert case.model == "qwen_image" and Knob.TEXT_IMAGES not in dict(reference.settings)
     assert preview.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED
     planted_knob_is_named_first(ablation, knob)
+
+
+def test_a_preview_of_another_size_is_diagnosed_and_the_size_named(write_case, workdir):
+    """`parity run --diagnose` on a training preview that the trainer drew at its own size (80 floored to 64 by
+    its divisor 32, where the server keeps 80): the comparison cannot measure pixels, the diagnosis still runs and
+    names the size among the knobs that explain the preview."""
+    from parity.cli import main
+    from parity.core.images import save_png
+
+    text = suite("qwen_image").split("  samples:")[0] + "  samples:\n    - {name: scaled, prompt: sks a hat}\n"
+    (case,) = load_cases(write_case(text, "pinned.yaml"))
+    engine = Engine("cpu")
+    _, preview = engine.wirings(case)
+    save_png(engine.render(case, preview).image, workdir / "cases" / "p.png")  # the trainer's picture, 64x64
+    engine.close()
+    text = text.replace("model: qwen_image", "model: qwen_image\nbaseline_kind: preview")
+    path = write_case(text.replace("prompt: sks a hat}", "prompt: sks a hat, baseline: p.png}"))
+    assert main(["run", str(path), "--diagnose", "--out", str(workdir / "out")]) == 1
+    (row,) = json.loads((workdir / "out" / "results.json").read_text())["cases"]
+    assert row["output_size"] == [80, 64] and row["baseline_size"] == [64, 64]
+    diagnosis = row["diagnosis"]
+    assert Knob.SIZE.value in diagnosis["explained_by"] and diagnosis["verdict"].startswith("mismatch explained by: ")
+    assert "(another size -> SSIM " in diagnosis["verdict"]
+    assert diagnosis["ranked"][0]["knob"] == Knob.SIZE.value  # the only flip that reaches the preview's size
+    html = (workdir / "out" / "index.html").read_text()
+    assert f"{Knob.SIZE.value}: another size -&gt; SSIM" in html and "another size → SSIM" in html

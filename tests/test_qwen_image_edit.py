@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from devices import DEVICES
 from edit_oracle import server_generate, trainer_generate
 from paths import TINY_LORA
 from preview_oracle import TrainerLora
@@ -76,15 +77,17 @@ def test_the_tiny_model_is_a_qwen_image_edit_pipeline_with_zero_cond_t_off(pipe,
     assert ids[64] == pipe.tokenizer.convert_tokens_to_ids("<|vision_start|>")
 
 
-def test_reference_wiring_equals_the_servers_path(write_case, pipe):
+@pytest.mark.parametrize("device", DEVICES)
+def test_reference_wiring_equals_the_servers_path(write_case, pipe, device):
     """The server's QwenImageEditPipeline: load_lora_weights, then (scale != 1) set_weights_and_activate_adapters,
     then _run_inference: the transposed ~1 MP text image (the picture is 80x40), the Lanczos resize to the output
     size, the stock call. Then a scale change, as its set_lora_scale makes it (0.7 -> 1.0)."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
     cases = load_cases(write_case(SUITE))
-    engine = Engine("cpu")
+    engine = Engine(device)
     engine.expect(cases)
+    pipe = pipe if device == "cpu" else load_pipeline("tiny", ".", device, model_id=MODEL)
     pipe.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
     try:
         current = 1.0

@@ -3,6 +3,7 @@ server's SET_ADAPTERS path with the stock call and against a replay of the train
 
 import pytest
 import torch
+from devices import DEVICES
 from oracle import server_generate
 from paths import TINY_LORA
 from preview_oracle import TrainerLora, trainer_generate
@@ -49,16 +50,18 @@ def test_the_tiny_2509_is_the_2511_layout_with_zero_cond_t_off(pipe_2509, tiny_p
     assert part(MODEL, "tiny").ensure_tiny() != part("qwen_image_edit_plus_2511", "tiny").ensure_tiny()
 
 
-def test_reference_wiring_equals_the_servers_set_adapters_path(write_case, pipe_2509):
+@pytest.mark.parametrize("device", DEVICES)
+def test_reference_wiring_equals_the_servers_set_adapters_path(write_case, pipe_2509, device):
     """The server's QwenImageEditPlus2509Pipeline: load_lora_weights, then (scale != 1) set_weights_and_activate_
     adapters, then its per-prompt path and the stock call; a scale change is its set_lora_scale (the same call,
     absolute, so the server's running process equals a fresh one)."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
     cases = load_cases(write_case(SUITE))
-    engine = Engine("cpu")
+    engine = Engine(device)
     engine.expect(cases)
-    server = pipe_2509  # the module's own load of the 2509 tiny model, not the engine's
+    # the module's own load of the 2509 tiny model (not the engine's), or a fresh one on the GPU
+    server = pipe_2509 if device == "cpu" else load_pipeline("tiny", ".", device, model_id=MODEL)
     server.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
     current = 1.0
     for case in cases:
