@@ -23,7 +23,19 @@ def pytest_configure(config):
     # One tiny-model build per session: pytester points HOME at each inner project, which would move the default
     # cache (~/.cache/parity) and build the model again there; subprocesses inherit the variable too.
     os.environ.setdefault("PARITY_CACHE", str(Path.home() / ".cache" / "parity"))
+    _keep_big_blocks_in_the_heap()
     _split_the_cores(config)
+
+
+def _keep_big_blocks_in_the_heap() -> None:
+    """The edit pipelines encode every control picture at ~1 MP, so the tiny VAE's activations are ~100 MB each.
+    glibc gives blocks that big their own mmap and unmaps them on free, and the kernel zero-fills every page of
+    the next one again: a sixth of the suite's CPU time went to system time. These two limits keep such blocks
+    in the heap for reuse (no effect on any result: MKL_CBWR above makes the kernels independent of addresses).
+    glibc reads them when a process starts, so they reach the xdist workers and every subprocess of the suite,
+    not the process that sets them."""
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        os.environ.setdefault(name, str(4 << 30))
 
 
 def _split_the_cores(config) -> None:
