@@ -79,3 +79,19 @@ def test_case_parallel_joins_runs_of_separate_commands(tmp_path, capsys):
     other = part("other", 2, 50.0, 40.0, {"a": "x"}, weights="v")
     assert module["join"]([one, other], tmp_path / "refused", "") == 2
     assert "different weights" in capsys.readouterr().err
+
+
+def test_disk_load_script_times_both_loads_of_a_folder(tmp_path, monkeypatch):
+    """disk_load.py --tiny: both drivers load the tiny model's folder in alternating order, and the summary gives
+    their ratio (the real run saves and loads the full-size checkpoint on a GPU machine)."""
+    import parity.render.engine
+
+    monkeypatch.setattr(parity.render.engine, "_POOL", None)  # as in the script's own process: every load from disk
+    module = runpy.run_path(str(BENCH / "disk_load.py"), run_name="disk_load")
+    assert module["main"](["--tiny", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["repeat"], r["driver"]) for r in result["rows"]] == [(0, "plain"), (0, "parity"), (1, "parity"), (1, "plain")]
+    assert all(r["seconds"] > 0 for r in result["rows"]) and result["meta"]["folder_bytes"] > 0
+    summary = result["summary"]
+    assert len(summary["per repeat parity / plain"]) == 2 and summary["parity / plain (medians)"] > 0
+    assert summary["every load read from disk (page cache dropped)"] is False
