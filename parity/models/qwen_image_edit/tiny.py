@@ -18,11 +18,17 @@ from parity.models.qwen_image_edit_plus_2511 import tiny as edit_plus
 from parity.models.qwen_image_edit_plus_2511.tiny import write_tiny_lora
 
 TRANSFORMER_SEED = 31
+# The picture the text encoder sees, capped at 384x384's area (the real processor passes ~1 MP whole): this pipeline
+# hands the text encoder the ~1 MP picture, whose ~1.4k vision tokens then ride in every transformer pass as text
+# tokens, most of the tiny model's cost on the CPU. Both sides use the same processor, so the cap changes no
+# comparison; the server's transposed text-encode size still reaches it as another aspect ratio.
+MAX_PIXELS = 384 * 384
 
 
 def ensure_tiny(root: Path | None = None) -> Path:
     return edit_plus.ensure_tiny(
-        root, name="qwen-image-edit", zero_cond_t=False, transformer_seed=TRANSFORMER_SEED, pipeline="QwenImageEditPipeline"
+        root, name="qwen-image-edit", zero_cond_t=False, transformer_seed=TRANSFORMER_SEED,
+        pipeline="QwenImageEditPipeline", max_pixels=MAX_PIXELS,
     )
 
 

@@ -66,6 +66,7 @@ _QWEN2_SPLIT = (
 )
 
 TEXT_HIDDEN = 32
+MAX_PIXELS = 12845056  # the real checkpoints' Qwen2-VL image processor: a ~1 MP picture passes whole
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -125,13 +126,18 @@ def ensure_tiny(
     zero_cond_t: bool = True,
     transformer_seed: int = 1,
     pipeline: str = "QwenImageEditPlusPipeline",
+    max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """The tiny model's diffusers folder, built on first use (safe against concurrent builders). `name`,
-    `zero_cond_t`, `transformer_seed` and `pipeline`: the checkpoint it stands for (Qwen-Image-Edit-2509 is the
-    same layout with zero_cond_t off, its transformer drawn from another seed; Qwen-Image-Edit also saves as a
-    QwenImageEditPipeline). `name` names the cache folder, so each checkpoint has its own."""
+    `zero_cond_t`, `transformer_seed`, `pipeline` and `max_pixels`: the checkpoint it stands for (Qwen-Image-Edit-2509
+    is the same layout with zero_cond_t off, its transformer drawn from another seed; Qwen-Image-Edit also saves as a
+    QwenImageEditPipeline, with a smaller picture for its text encoder). `name` names the cache folder, so each
+    checkpoint has its own."""
     layout = "" if (zero_cond_t, transformer_seed) == (True, 1) else f"-z{int(zero_cond_t)}s{transformer_seed}"
-    return ensure_built(root, f"{name}{layout}", lambda dest: build_tiny(dest, zero_cond_t, transformer_seed, pipeline))
+    layout += "" if max_pixels == MAX_PIXELS else f"-p{max_pixels}"
+    return ensure_built(
+        root, f"{name}{layout}", lambda dest: build_tiny(dest, zero_cond_t, transformer_seed, pipeline, max_pixels)
+    )
 
 
 def ensure_built(root: Path | None, name: str, build) -> Path:
@@ -180,7 +186,8 @@ def build_tokenizer(corpus: tuple[str, ...] = _CORPUS):
     return tokenizer
 
 
-def build_processor(tokenizer):
+def build_processor(tokenizer, max_pixels: int = MAX_PIXELS):
+    """Qwen2-VL's processor as the checkpoints save it; `max_pixels` caps the picture its vision encoder sees."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
     common = {
@@ -190,7 +197,7 @@ def build_processor(tokenizer):
         "image_mean": list(IMAGE_MEAN),
         "image_std": list(IMAGE_STD),
     }
-    images = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, **common)
+    images = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=max_pixels, **common)
     videos = Qwen2VLVideoProcessor(**common)
     return Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=videos)
 
@@ -312,7 +319,11 @@ def build_vae(compression: int = 16):
 
 
 def build_tiny(
-    dest: Path, zero_cond_t: bool = True, transformer_seed: int = 1, pipeline: str = "QwenImageEditPlusPipeline"
+    dest: Path,
+    zero_cond_t: bool = True,
+    transformer_seed: int = 1,
+    pipeline: str = "QwenImageEditPlusPipeline",
+    max_pixels: int = MAX_PIXELS,
 ) -> None:
     """Build every component from fixed seeds and save them as a diffusers folder of `pipeline` at `dest`. The
     tokenizer serves both edit pipelines: their prompt templates share the system part it drops (64 tokens)."""
@@ -323,7 +334,7 @@ def build_tiny(
     transformers_logging.disable_progress_bar()
     with torch.random.fork_rng(devices=[]):
         tokenizer = build_tokenizer()
-        processor = build_processor(tokenizer)
+        processor = build_processor(tokenizer, max_pixels)
         torch.manual_seed(0)
         text_encoder = build_text_encoder(tokenizer)
         torch.manual_seed(1)
