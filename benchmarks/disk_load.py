@@ -101,7 +101,7 @@ def timed_load(driver: str, folder: Path, device: str, cold: bool) -> dict:
         held.close()
     del held
     _release(device)
-    return {"driver": driver, "seconds": round(seconds, 2), "page_cache_dropped": dropped}
+    return {"driver": driver, "seconds": round(seconds, 4), "page_cache_dropped": dropped}
 
 
 def warm_up(device: str) -> None:

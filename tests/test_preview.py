@@ -135,6 +135,7 @@ def planted_knob_is_named_first(ablation, knob):
     baseline = render(flip(reference, preview, knob))  # the only difference from the reference is `knob`
     output = render(reference)
     base = compare(output, baseline, case.thresholds).metrics  # None: the planted knob changed the size
+    assert (base is None) == (knob is Knob.SIZE), "only the size knob may change the size"
     assert base is None or base.max_abs_diff > 0, f"planting {knob.value} changed nothing"
     result = diagnose(reference, preview, baseline, base, case.thresholds, render)
     assert result.ranked[0].knob is knob

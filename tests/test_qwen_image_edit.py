@@ -69,6 +69,9 @@ def test_the_tiny_model_is_a_qwen_image_edit_pipeline_with_zero_cond_t_off(pipe,
     assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "QwenImageEditPipeline"
     assert folder not in {part(m, "tiny").ensure_tiny() for m in MODELS if m != MODEL}
     assert pipe.transformer.config.zero_cond_t is False
+    # its text encoder sees the picture capped at 384x384's area; the Edit-Plus models keep the real 12845056
+    assert pipe.processor.image_processor.size["longest_edge"] == 384 * 384
+    assert tiny_pipe.processor.image_processor.size["longest_edge"] == 12845056
     for name in ("text_encoder", "vae"):
         a, b = getattr(pipe, name).state_dict(), getattr(tiny_pipe, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -64,22 +64,24 @@ def test_reference_wiring_equals_the_servers_set_adapters_path(write_case, pipe_
     server = pipe_2509 if device == "cpu" else load_pipeline("tiny", ".", device, model_id=MODEL)
     server.load_lora_weights(str(TINY_LORA.parent), weight_name=TINY_LORA.name, adapter_name="lora", local_files_only=True)
     current = 1.0
-    for case in cases:
-        reference, _ = engine.wirings(case)
-        assert reference.value(Knob.LORA_METHOD) is LoraMethod.DIFFUSERS_ADAPTER
-        rendered = engine.render(case)
-        scale = case.effective.lora_scale
-        if scale != current:
-            set_weights_and_activate_adapters(server.transformer, ["lora"], [scale])
-            current = scale
-        eff = case.effective
-        images = [engine._image(p) for p in eff.control_images]
-        stock = server_generate(server, eff.prompt, eff.negative_prompt, images, eff.width, eff.height, eff.steps, eff.guidance_scale, eff.seed)
-        mine = server.image_processor.postprocess(rendered.decoded, output_type="pt")
-        assert torch.equal(mine, stock), case.name
-        assert "lora_snapshot" not in rendered.timings  # an adapter never changes the base weights: no copy made
-    server.unload_lora_weights()
-    engine.close()
+    try:
+        for case in cases:
+            reference, _ = engine.wirings(case)
+            assert reference.value(Knob.LORA_METHOD) is LoraMethod.DIFFUSERS_ADAPTER
+            rendered = engine.render(case)
+            scale = case.effective.lora_scale
+            if scale != current:
+                set_weights_and_activate_adapters(server.transformer, ["lora"], [scale])
+                current = scale
+            eff = case.effective
+            images = [engine._image(p) for p in eff.control_images]
+            stock = server_generate(server, eff.prompt, eff.negative_prompt, images, eff.width, eff.height, eff.steps, eff.guidance_scale, eff.seed)
+            mine = server.image_processor.postprocess(rendered.decoded, output_type="pt")
+            assert torch.equal(mine, stock), case.name
+            assert "lora_snapshot" not in rendered.timings  # an adapter never changes the base weights: no copy made
+    finally:  # the module's pipeline goes back without the adapter, whatever failed
+        server.unload_lora_weights()
+        engine.close()
 
 
 def test_preview_wiring_equals_the_trainer_replay(write_case, pipe_2509):

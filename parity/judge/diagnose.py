@@ -90,6 +90,8 @@ def diagnose(
 
     rows = list(wiring_rows(reference, preview))
     replayed = [r.knob for r in rows if not r.same and r.replayable]
+    if base is None and Knob.SIZE not in replayed:  # no variant could reach the baseline's size: render none
+        return Diagnosis(tuple(rows), (), None, (), _verdict(rows, None, (), (), base, baseline.shape))
     effects = {k: variant(flip(reference, preview, k), (k,)) for k in replayed}
     rows = [KnobRow(r.knob, r.preview, r.reference, r.same, r.replayable, effects.get(r.knob)) for r in rows]
     ranked = sorted((r for r in rows if r.effect is not None), key=lambda r: _gap(r.effect))
@@ -100,7 +102,8 @@ def diagnose(
     if not explained and full is not None and full.passed:
         steps = steps + _prune(reference, preview, replayed, effects, full, variant)
         explained = steps[-1].knobs
-    return Diagnosis(tuple(rows), tuple(ranked), full, explained, _verdict(rows, full, explained, steps, base), steps)
+    verdict = _verdict(rows, full, explained, steps, base, baseline.shape)
+    return Diagnosis(tuple(rows), tuple(ranked), full, explained, verdict, steps)
 
 
 def _select(reference, preview, knobs, effects, base: Metrics | None, variant) -> tuple[Variant, ...]:
@@ -162,7 +165,7 @@ def effect_text(e: Variant, base: Metrics | None, arrow: str = "->") -> str:
 
 
 def _verdict(
-    rows, full: Variant | None, explained: tuple[Knob, ...], steps: tuple[Variant, ...], base: Metrics | None
+    rows, full: Variant | None, explained: tuple[Knob, ...], steps: tuple[Variant, ...], base: Metrics | None, shape
 ) -> str:
     unreplayed = [r.knob.value for r in rows if not r.same and not r.replayable]
     if explained:
@@ -171,9 +174,11 @@ def _verdict(
         if base is None:
             return f"mismatch explained by: {named} (another size -> SSIM {path})"
         return f"mismatch explained by: {named} (SSIM {base.ssim:.4f} -> {path})"
-    if full is None and not unreplayed:
+    if full is None and not unreplayed and base is not None:
         return "unexplained: the two wirings agree on every knob for this case"
     parts = []
+    if base is None and (full is None or full.metrics is None):
+        parts.append(f"no wiring the harness replays renders the baseline's size {shape[1]}x{shape[0]}")
     if full is not None and full.metrics is not None:
         parts.append(f"even the full preview wiring gives SSIM {full.metrics.ssim:.4f}")
     if unreplayed:

@@ -202,13 +202,14 @@ class ParitySession:
         timings["compare"] = time.perf_counter() - start
         reference, preview = self.engine.wirings(case)
         status, reason = case_status(decision, choice, comparison, jpeg)
+        # a baseline written now is this output: nothing to explain
+        written = decision.action in (BaselineAction.WRITTEN, BaselineAction.REWRITTEN)
         diagnosis = None
-        if status is Status.FAIL and self.options.diagnose:
+        if status is Status.FAIL and self.options.diagnose and not written:
             start = time.perf_counter()
             diagnosis = diagnose(reference, preview, baseline, comparison.metrics, limits, self._renderer(case))
             timings["diagnose"] = time.perf_counter() - start
             reason = f"{diagnosis.verdict} — {reason}"
-        written = decision.action in (BaselineAction.WRITTEN, BaselineAction.REWRITTEN)
         return CaseResult(
             **{k: v for k, v in _case_fields(case).items() if k not in ("notes", "thresholds")},
             thresholds=limits,
