@@ -5,6 +5,7 @@ Skipped without a CUDA device; run on a GPU machine with `pytest -m gpu`.
 
 import pytest
 import torch
+from devices import GPU_MARKS
 from oracle import server_generate
 from paths import INPUTS, TINY_LORA, case_folder
 
@@ -13,10 +14,7 @@ from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
 from parity.render.loading import load_pipeline
 from parity.render.lora import FusedLora
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = GPU_MARKS
 
 
 @pytest.fixture(scope="module")

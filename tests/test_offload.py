@@ -8,6 +8,7 @@ weights to new buffers, and the CPU's matrix kernels round differently by alignm
 
 import pytest
 import torch
+from devices import gpu_test
 from oracle import server_generate
 from paths import TINY_LORA, small_suite
 
@@ -89,8 +90,6 @@ def test_a_bad_offload_option_is_a_usage_error(capsys, workdir):
 
 # --- on a GPU: each mode against the server's own path in that mode ------------------------------------------------
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
 SUITE = [
     "{name: one, prompt: 'sks a hat', ctrl_img_1: inputs/person.png, network_multiplier: 0.7}",
     "{name: two, prompt: 'sks three', ctrl_img_1: inputs/hat.png, ctrl_img_2: inputs/landscape.png, network_multiplier: 1.0}",
@@ -122,8 +121,7 @@ def server_in_mode(mode: str, case):
     return pipe, out
 
 
-@pytest.mark.gpu
-@needs_cuda
+@gpu_test
 @pytest.mark.parametrize("mode", offload.MODES)
 def test_each_mode_equals_the_servers_path_in_that_mode(write_case, mode):
     from parity.render.engine import Engine
@@ -142,8 +140,7 @@ def test_each_mode_equals_the_servers_path_in_that_mode(write_case, mode):
 
 
 
-@pytest.mark.gpu
-@needs_cuda
+@gpu_test
 def test_model_offload_fuses_on_the_cpu_so_its_weights_differ_from_none():
     """The server's model offload: the LoRA is fused while the transformer sits on the CPU, where PEFT computes the
     bf16 delta in float32; so the fused weights, and the pixels, are not offload none's."""
@@ -161,8 +158,7 @@ def test_model_offload_fuses_on_the_cpu_so_its_weights_differ_from_none():
     assert differ and all(".base_layer.weight" in k for k in differ)
 
 
-@pytest.mark.gpu
-@needs_cuda
+@gpu_test
 def test_sequential_offload_renders_without_the_lora_as_the_server_does_and_says_so(write_case):
     """Under sequential offload diffusers' fuse_lora merges into meta placeholders: the server's image is the base
     model's. parity renders the same bits, and its note says the LoRA is not applied."""
@@ -179,8 +175,7 @@ def test_sequential_offload_renders_without_the_lora_as_the_server_does_and_says
     assert any(n.startswith("offload sequential (asked for)") for n in seq.notes)
 
 
-@pytest.mark.gpu
-@needs_cuda
+@gpu_test
 def test_auto_on_a_gpu_sizes_the_run_against_what_the_gpu_allows(write_case, monkeypatch):
     """Uncapped, the tiny model and its case fit: none. Under a 1 GB cap even the activations estimated for the case
     do not: sequential, the last resort. Each says so with its numbers."""

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from devices import gpu_test
 from paths import TINY_LORA, case_folder
 from preview_oracle import TrainerLora, trainer_generate
 
@@ -157,8 +158,7 @@ def test_lora_application_changes_the_float_output(engine, ablation):
     assert (fused - branch).abs().max().item() < 1e-3  # rounding, not a different LoRA
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@gpu_test
 def test_a_planted_lora_application_is_named_first_in_bf16_on_cuda(tmp_path_factory):
     """In bf16 (the reference server on a GPU) the fused delta is rounded to the model dtype and ai-toolkit's branch
     is not: a difference in pixels, which the diagnosis must name alone."""
