@@ -17,6 +17,10 @@ LoRA scales, 25 steps, CFG). Drivers, all on the same weights in one process:
                       parity's engine in that offload mode (offload: model / sequential), the suite in order
 --cap-gb N holds every driver to N GB of the GPU (torch.cuda.set_per_process_memory_fraction, set once the model
 is placed), as on a smaller card: 80 (A100/H100), 48 (L40S/A6000), 24.
+--folder DIR saves the model there with save_pretrained (once; a folder holding model_index.json is reused) and
+every driver loads it from there, as a user's checkpoint is loaded: parity's engine with the folder as base_model,
+the server-style drivers with a plain from_pretrained. Only then can parity read weights back from the checkpoint
+when a copy does not fit (an adopted in-memory model has no files).
 Per case it records the stage timings, the denoising FLOPs counted from the actual sequence lengths against
 the bound at --tflops, the time outside denoising, scale-switch time and peak memory, and writes
 results.json and results.md under --out after every case (a run cut short keeps what it finished).
@@ -262,6 +266,7 @@ def render_case(engine: Engine, case, size: int, tflops: float, previous_scale) 
         "scale_switch_s": round(switch, 3) if scale != previous_scale else 0.0,
         "image_tokens": image_tokens, "text_tokens": [cond.embeds.shape[1], uncond.embeds.shape[1]],
         "peak_memory_gb": rendered.peak_memory_gb, "timings": {k: round(v, 3) for k, v in rendered.timings.items()},
+        "copy_notes": [note for note in rendered.notes if "LoRA-targeted weights" in note],
         "image_sha256": hashlib.sha256(np.ascontiguousarray(rendered.image).tobytes()).hexdigest(),
         "decoded_sha256": hashlib.sha256(decoded.float().numpy().tobytes()).hexdigest(),
     }, decoded
@@ -430,6 +435,8 @@ def parse_args(argv=None, description: str = "") -> argparse.Namespace:
                              "once: run both orders to see what the first driver pays)")
     parser.add_argument("--copy-room-gb", type=float, default=None, help="force the GB the weight copy may take on the GPU (0: all in pinned host memory)")
     parser.add_argument("--cap-gb", type=float, default=None, help="hold every driver to this many GB of the GPU (a smaller card)")
+    parser.add_argument("--folder", type=Path, default=None,
+                        help="save the model to this folder (once) and load every driver from it, as a user's checkpoint")
     parser.add_argument("--tiny", action="store_true", help="the bundled tiny model on the CPU: checks this script, measures nothing")
     args = parser.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda:0")
@@ -446,7 +453,14 @@ def set_up(args):
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="parity-bench-"))
     lora = work / "lora.safetensors"
-    pipe = fresh_pipeline(args)
+    saved_s = None
+    if args.folder is not None and not (args.folder / "model_index.json").is_file():
+        pipe = build_pipeline(args.device, seed=0) if not args.tiny else fresh_pipeline(args)
+        s0 = time.perf_counter()
+        pipe.save_pretrained(str(args.folder), safe_serialization=True)
+        saved_s = round(time.perf_counter() - s0, 1)
+    else:
+        pipe = fresh_pipeline(args)
     if args.tiny:
         from parity.models.qwen_image_edit_plus_2511.tiny import write_tiny_lora
 
@@ -461,11 +475,21 @@ def set_up(args):
             "torch": torch.__version__, "steps": args.steps, "size": args.size, "cases": len(cases), "lora_rank": args.rank,
             "lora_modules": modules, "tflops_bound": args.tflops, "cap_gb": args.cap_gb, "build_s": round(build_s, 1), "model_gb": round(gigabytes, 2),
             "weights_sample_sha256": weights_fingerprint(pipe)}  # equal across runs = the same random weights
+    if args.folder is not None:
+        meta.update({"folder": str(args.folder), "saved_s": saved_s})
     return pipe, cases, lora, meta
 
 
 def fresh_pipeline(args):
-    """The benchmark's model, built again from the same seed (the same weights: see weights_sample_sha256)."""
+    """The benchmark's model, built again from the same seed (the same weights: see weights_sample_sha256), or
+    loaded from --folder (on the CPU, as from_pretrained leaves it)."""
+    if args.folder is not None and (args.folder / "model_index.json").is_file():
+        from diffusers import QwenImageEditPlusPipeline
+
+        dtype = torch.float32 if args.tiny else torch.bfloat16
+        pipe = QwenImageEditPlusPipeline.from_pretrained(str(args.folder), torch_dtype=dtype, local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     if args.tiny:
         from parity.render.loading import load_pipeline
 
@@ -505,13 +529,19 @@ def run_parity_drivers(args, shared: dict, cases, drivers, recorder, summary, ou
         if current is None or current[0] != setting:
             if current is not None:
                 handed_back(args, shared, current[1], summary)
-            engine = Engine(args.device, cfg_device=setting[0])
             t0 = time.perf_counter()
-            engine.adopt(shared["pipe"], "full-size", mode=mode)
+            if args.folder is not None:  # loaded as parity loads a user's checkpoint (its plan known first)
+                engine = Engine(args.device, base_model_override=str(args.folder), cfg_device=setting[0], offload=mode)
+                engine.expect([cases[index] for index in orders[order]])
+                engine.model(str(args.folder), os.getcwd())
+            else:
+                engine = Engine(args.device, cfg_device=setting[0])
+                engine.adopt(shared["pipe"], "full-size", mode=mode)
             cap(args)
             if args.tiny:
                 engine._loaded.renderer.latent_cache = latents
-            summary[f"{driver}: model placed (offload {mode}) s"] = round(time.perf_counter() - t0, 2)
+            loaded = "loaded from the folder and placed" if args.folder is not None else "placed"
+            summary[f"{driver}: model {loaded} (offload {mode}) s"] = round(time.perf_counter() - t0, 2)
             if mode == "none":  # under offload a warm-up render would move every component: minutes, no kernel cold
                 summary[f"{driver}: warm-up s (one 1-step render, no LoRA, not timed)"] = round(warm_up(engine, cases[0], args.tiny), 2)
             current = (setting, engine)
@@ -523,8 +553,12 @@ def run_parity_drivers(args, shared: dict, cases, drivers, recorder, summary, ou
 
 
 def handed_back(args, shared: dict, engine: Engine, summary) -> None:
-    """The pipeline after a parity engine, with its untouched weights and no offload hooks."""
+    """The pipeline after a parity engine, with its untouched weights and no offload hooks (with --folder the
+    engine loaded its own model, which is let go)."""
     uncap(args)
+    if args.folder is not None:
+        release(engine, args.device)
+        return
     pipe = shared["pipe"]
     if release(engine, args.device):
         pipe.remove_all_hooks()
@@ -591,17 +625,27 @@ def main(argv=None) -> int:
     outputs: dict[str, dict] = {}
     shared = {"pipe": pipe}
     del pipe
+    if args.folder is not None:  # every driver loads the folder itself: nothing built stays in memory
+        shared.pop("pipe")
+        gc.collect()
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
     parity_drivers = [d for d in drivers if d.startswith("parity")]
     if not args.server_first:
         run_parity_drivers(args, shared, cases, parity_drivers, recorder, summary, outputs)
+    if args.folder is not None:
+        t0 = time.perf_counter()
+        shared["pipe"] = fresh_pipeline(args)
+        summary["server-style drivers: from_pretrained of the folder s"] = round(time.perf_counter() - t0, 2)
     run_server_drivers(args, shared["pipe"], cases, lora, [d for d in drivers if d.startswith("server")], recorder, summary)
     if args.server_first and parity_drivers:
         shared.pop("pipe")  # unfused in place by the server drivers: not the untouched weights; built again
         gc.collect()
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-        shared["pipe"] = fresh_pipeline(args)
-        summary["model built again after the server-style drivers, weights_sample_sha256"] = weights_fingerprint(shared["pipe"])
+        if args.folder is None:  # with --folder parity's engine loads the folder itself
+            shared["pipe"] = fresh_pipeline(args)
+            summary["model built again after the server-style drivers, weights_sample_sha256"] = weights_fingerprint(shared["pipe"])
         run_parity_drivers(args, shared, cases, parity_drivers, recorder, summary, outputs)
     compare_drivers(drivers, recorder, summary, outputs)
     recorder.flush()

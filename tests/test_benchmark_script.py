@@ -40,6 +40,26 @@ def test_benchmark_script_runs_on_the_tiny_model(bench):
     assert set(data["summary"]["parity-a denoise / the stock call's denoise (same inputs)"]) == {"c1-square", "c1-portrait"}
 
 
+def test_benchmark_script_loads_a_saved_folder_and_reads_weights_back(tmp_path):
+    """--folder: the model saved once, every driver loading it from there; with no room for the weight copy
+    (--copy-room-gb 0) parity's restore reads the checkpoint back, and the server-style driver's bits agree."""
+    out = tmp_path / "out"
+    argv = ["full_size.py", "--tiny", "--cases", "c1-square,c1-landscape", "--steps", "2", "--size", "64",
+            "--drivers", "parity-a,server-none", "--folder", str(tmp_path / "model"), "--copy-room-gb", "0", "--out", str(out)]
+    module = runpy.run_path(str(BENCH / "full_size.py"), run_name="bench")
+    saved, sys.argv = sys.argv, argv
+    try:
+        assert module["main"]() == 0
+    finally:
+        sys.argv = saved
+    data = json.loads((out / "results.json").read_text())
+    assert (tmp_path / "model" / "model_index.json").is_file() and data["meta"]["folder"] == str(tmp_path / "model")
+    first, second = data["runs"]["parity-a"]
+    assert any("reads them back from the checkpoint" in note for note in first["copy_notes"])
+    assert second["lora_scale"] == 0.7 and second["scale_switch_s"] > 0
+    assert data["summary"]["server-none image identical to parity-a"] == {"c1-square": True, "c1-landscape": True}
+
+
 def test_case_parallel_workers_render_the_in_process_bits(bench, tmp_path):
     """Two worker processes (as xdist workers on two GPUs) take the cases one at a time; every case's decoded
     output equals the one rendered in this process by full_size.py's parity-a driver, on the same weights."""

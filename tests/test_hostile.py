@@ -262,6 +262,15 @@ def _nan_lora(workdir):
     return tensors
 
 
+def _nan_alpha_lora(workdir):
+    """Every layer with its alpha (the rank: scaling 1), one of them NaN: caught in the loaded adapter's scaling."""
+    tensors = _tiny_lora(workdir)
+    for key in [k for k in tensors if k.endswith(".lora_A.weight")]:
+        tensors[key.replace(".lora_A.weight", ".alpha")] = torch.tensor(float(tensors[key].shape[0]))
+    tensors[next(k for k in sorted(tensors) if k.endswith(".alpha"))] = torch.tensor(float("nan"))
+    return tensors
+
+
 def _fail_inside(attribute: str, error: BaseException):
     """Make the pipeline's own `attribute` do its work and then fail, leaving whatever it changed."""
 
@@ -294,6 +303,7 @@ FAILURES = {
     # kind: (LoRA tensors of the failing case or None for the tiny one, its sample's settings, what fails, error)
     "LoRA shapes do not fit": (_misfit_lora, "", None, LoraRefused),
     "LoRA holds NaN": (_nan_lora, "", None, LoraRefused),
+    "LoRA alpha NaN": (_nan_alpha_lora, "", None, LoraRefused),
     "LoRA load fails half-way": (_tiny_lora, "", _fail_inside("load_lora_weights", RuntimeError("simulated")), ModelLoadError),
     "interrupt inside a fuse": (None, ", network_multiplier: 0.5", _fail_inside("fuse_lora", KeyboardInterrupt()), KeyboardInterrupt),
     "error while denoising": (None, ", network_multiplier: 0.5", _fail_in_denoise(RuntimeError("simulated")), RuntimeError),

@@ -1,12 +1,18 @@
 """The untouched copy of the LoRA-targeted weights is kept only when the run's plan will restore it."""
 
+import os
+import shutil
+
 import pytest
 import torch
+from devices import gpu_test
 from paths import small_suite
 
 import parity.render.engine as engine_module
 from parity.cases.suite import load_cases
-from parity.render.engine import Engine
+from parity.models.knobs import LoraMethod
+from parity.render.checkpoint import CheckpointWeights
+from parity.render.engine import READ_BACK_RESTORES, Engine
 
 
 @pytest.fixture
@@ -51,3 +57,126 @@ def test_a_plan_with_two_scales_or_diagnose_keeps_the_copy(two_scales, unpooled)
         engine.expect(plan, diagnose=diagnose)
         assert "lora_snapshot" in engine.render(full).timings
         engine.close()
+
+
+# Without room for a copy on the GPU: the untouched weights read back from the checkpoint -------------------------
+
+
+@pytest.fixture
+def own_checkpoint(tmp_path, write_case):
+    """qwen_image_2512's tiny model copied into this test's folder (its files may be touched), and two cases on it,
+    one LoRA at two scales."""
+    from parity.models import part
+
+    folder = tmp_path / "model"
+    shutil.copytree(part("qwen_image_2512", "tiny").ensure_tiny(), folder)
+    items = ["{name: full, prompt: a hat}", "{name: half, prompt: a hat, network_multiplier: 0.5}"]
+    extra = f"model: qwen_image_2512\nbase_model: {folder}\n"
+    return folder, load_cases(write_case(small_suite(items, extra=extra)))
+
+
+def _renders(engine: Engine, cases, no_room: bool = False) -> list:
+    engine.expect(cases)
+    if no_room:  # as on a GPU without room for the copy beside the largest case (the engine's rule on CUDA)
+        engine.facts(cases[0])
+        engine._loaded.lora.fused.copy_room = lambda: 0
+    full, half = cases
+    return [engine.render(case) for case in (full, half, full)]
+
+
+def _loaded_weights(engine: Engine) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in engine._loaded.pipe.transformer.state_dict().items()}
+
+
+def test_without_room_for_a_copy_restores_read_the_checkpoint_back_with_the_same_bits(own_checkpoint, unpooled):
+    folder, cases = own_checkpoint
+    copied = Engine("cpu")
+    expected = [r.decoded for r in _renders(copied, cases)]
+    copied.close()
+
+    engine = Engine("cpu")
+    engine.expect(cases)
+    engine.facts(cases[0])
+    loaded = _loaded_weights(engine)
+    rendered = _renders(engine, cases, no_room=True)
+    assert [torch.equal(r.decoded, e) for r, e in zip(rendered, expected)] == [True, True, True]
+    lora = engine._loaded.lora
+    assert lora.read_back_from() == str(folder / "transformer")
+    assert lora.pristine_bytes < sum(t.numel() * t.element_size() for t in lora.fused._pristine.fingerprints.values())
+    assert any("reads them back from the checkpoint" in note and str(folder) in note for note in rendered[0].notes)
+    assert "lora_snapshot" in rendered[0].timings
+    lora.apply(LoraMethod.NONE, None, None)  # back to the loaded weights: every one of them, bit for bit
+    after = engine._loaded.pipe.transformer.state_dict()
+    assert all(torch.equal(after[name], weight) for name, weight in loaded.items())
+    engine.close()
+
+
+def test_a_plan_with_many_restores_keeps_a_copy_even_without_room(own_checkpoint, unpooled, write_case):
+    folder, _ = own_checkpoint
+    scales = [f"{{name: s{i}, prompt: a hat, network_multiplier: 0.{i}}}" for i in range(1, READ_BACK_RESTORES + 3)]
+    many = load_cases(write_case(small_suite(scales, extra=f"model: qwen_image_2512\nbase_model: {folder}\n"), "many.yaml"))
+    engine = Engine("cpu")
+    engine.expect(many)
+    engine.facts(many[0])
+    engine._loaded.lora.fused.copy_room = lambda: 0
+    engine.render(many[0])
+    assert engine._loaded.lora.read_back_from() is None and engine._loaded.lora.pristine_bytes > 0
+    engine.close()
+
+
+def _touched(folder):
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def _one_weight_off(monkeypatch):
+    real = CheckpointWeights.read
+
+    def read(self, keys):
+        for number, (key, tensor) in enumerate(real(self, keys)):
+            yield key, (tensor + 1 if number == 3 else tensor)
+
+    monkeypatch.setattr(CheckpointWeights, "read", read)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (lambda folder, monkeypatch: _touched(folder), "changed since the model was loaded"),
+        (lambda folder, monkeypatch: _one_weight_off(monkeypatch), "is not the weight the model loaded"),
+    ],
+    ids=["file-changed", "bits-differ"],
+)
+def test_a_read_back_that_fails_loads_the_model_again_with_the_same_bits(own_checkpoint, unpooled, monkeypatch, spoil, says):
+    folder, cases = own_checkpoint
+    copied = Engine("cpu")
+    expected = [r.decoded for r in _renders(copied, cases)]
+    copied.close()
+    engine = Engine("cpu")
+    engine.expect(cases)
+    engine.facts(cases[0])
+    engine._loaded.lora.fused.copy_room = lambda: 0
+    first = engine.render(cases[0])
+    assert torch.equal(first.decoded, expected[0]) and engine._loaded.lora.read_back_from() is not None
+    spoil(folder, monkeypatch)
+    second = engine.render(cases[1])
+    assert any(says in note and "loaded again (same bits)" in note for note in second.notes)
+    assert "model_load" in second.timings and torch.equal(second.decoded, expected[1])
+    assert engine._loaded.lora.read_back_from() is None  # copies from now on: no second failed read-back
+    assert torch.equal(engine.render(cases[0]).decoded, expected[2])
+    engine.close()
+
+
+@gpu_test
+def test_on_the_gpu_without_room_restores_read_the_checkpoint_back_with_the_same_bits(own_checkpoint, unpooled):
+    """bf16 on CUDA, from a float32 checkpoint: the read-back casts on the CPU, as from_pretrained does."""
+    folder, cases = own_checkpoint
+    copied = Engine("cuda")
+    expected = [r.decoded for r in _renders(copied, cases)]
+    copied.close()
+    engine = Engine("cuda")
+    rendered = _renders(engine, cases, no_room=True)
+    assert engine._loaded.lora.read_back_from() == str(folder / "transformer")
+    assert [torch.equal(r.decoded, e) for r, e in zip(rendered, expected)] == [True, True, True]
+    engine.close()

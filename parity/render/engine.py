@@ -33,6 +33,11 @@ from parity.render.loading import (
 )
 from parity.render.lora import LoraState, PristineMissing
 
+# At most this many planned restores read the LoRA-targeted weights back from the checkpoint when a copy does not
+# fit on the GPU; more keep the copy in pinned host memory. At full size on the H200 (benchmarks/results/
+# h200-2026-12-01e) the pinned copy cost 36.8 s once and ~1 s per restore; a read-back ~N s per restore.
+READ_BACK_RESTORES = 4
+
 # LoRA applications that live in the main transformer's modules, which the CFG-parallel copy (base weights) lacks
 _ONE_DEVICE_METHODS = (LoraMethod.AITK_UNMERGED, LoraMethod.DIFFUSERS_ADAPTER)
 
@@ -157,6 +162,7 @@ class Engine:
         self._plan: list[Case] = []
         self._asking: Case | None = None  # the case whose facts or render loads the model now  # the planned cases (offload auto sizes the largest of them)
         self._copy_notes: list[str] = []  # said once, by the next case rendered
+        self._read_back_ok = True  # False once reading weights back from a checkpoint failed in this run
 
     def expect(self, cases: list[Case], diagnose: bool = False) -> None:
         """The run's plan, in order. A model on which every planned case fuses the same LoRA at the same scale
@@ -174,13 +180,27 @@ class Engine:
         loaded = self._loaded
         if loaded is not None and self.base_model_override and loaded.lora.fused.path is None:  # adopted (benchmarks)
             base = (self.base_model_override, os.getcwd())
-            loaded.lora.fused.keep_pristine = self._keeps_copy(loaded.key[0], base)
-            loaded.lora.fused.copy_room = self._copy_room(loaded.key[0], base)
+            self._set_copy_rules(loaded.model, loaded.key[0], base)
 
-    def _keeps_copy(self, model_id: str, base: tuple[str, str]) -> bool:
-        if self._planned is None or _POOL is not None:  # a pooled model outlives this run: it is handed back restored
-            return True
-        return len({state for m, b, state in self._planned if (m, b) == (model_id, base)}) > 1
+    def _set_copy_rules(self, model: LoadedModel, model_id: str, base: tuple[str, str]) -> None:
+        """Whether the untouched LoRA-targeted weights are kept for a restore, where a copy may go, and whether a
+        restore may read them back from the checkpoint instead of a copy in pinned host memory: the plan's
+        restores, counted, decide."""
+        restores = self._planned_restores(model_id, base)
+        fused = model.lora.fused
+        fused.keep_pristine = restores is None or restores > 0
+        fused.copy_room = self._copy_room(model_id, base)
+        fused.read_back = self._read_back_ok and restores is not None and 0 < restores <= READ_BACK_RESTORES
+        fused.read_back_restores = restores or 0
+
+    def _planned_restores(self, model_id: str, base: tuple[str, str]) -> int | None:
+        """How often the plan restores the untouched weights on this model (its cases come grouped by LoRA
+        state: one restore per state after the first, and one when a pooled model is handed back); None: unknown
+        (no plan, or --diagnose)."""
+        if self._planned is None:
+            return None
+        states = len({state for m, b, state in self._planned if (m, b) == (model_id, base)})
+        return max(0, states - 1) + (1 if _POOL is not None else 0)
 
     def offload_of(self, case: Case) -> str:
         """The offload mode asked for a case: --offload, else its case file's."""
@@ -242,13 +262,17 @@ class Engine:
             return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
         except LoraRefused:
             raise  # refused before any of it reached the model: the model stays loaded (a reload costs minutes)
-        except PristineMissing:  # raised before any weight changed
+        except PristineMissing as missing:
             self.close(failed=True)
-            self._planned = None  # the plan was not this run's: keep the copy from now on
-            self._copy_notes.append(
-                "this case needs another LoRA state than the plan foresaw, and no copy of the untouched weights was "
-                "kept: the model was loaded again (same bits)"
-            )
+            if missing.reason:  # reading the weights back from the checkpoint failed: keep copies from now on
+                self._read_back_ok = False
+                self._copy_notes.append(f"{missing.reason}: the model was loaded again (same bits)")
+            else:  # raised before any weight changed
+                self._planned = None  # the plan was not this run's: keep the copy from now on
+                self._copy_notes.append(
+                    "this case needs another LoRA state than the plan foresaw, and no copy of the untouched weights "
+                    "was kept: the model was loaded again (same bits)"
+                )
             return self.render(case, wiring, fresh_caches)
         except BaseException:
             # Whatever failed (a LoRA that would not load, out of memory, an interrupt inside a fuse) may have left
@@ -279,11 +303,7 @@ class Engine:
             text_images=text_images,
         )
         if "lora_snapshot" in timings:
-            places = ", ".join(f"{gb / 1e9:.2f} GB on {where}" for where, gb in loaded.lora.pristine_places().items())
-            self._copy_notes.append(
-                f"a copy of the LoRA-targeted weights is kept ({places}; made once, in {timings['lora_snapshot']:.2f} "
-                "s): the plan switches LoRA states on this model, and each switch restores the untouched weights"
-            )
+            self._copy_notes.append(_copy_note(loaded.lora, timings["lora_snapshot"], self.device))
         replica = self._replica_for(loaded, wiring, timings)
         renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
         rendered = renderer.render(request, render.render_knobs(wiring, facts), uncond_replica=replica)
@@ -388,8 +408,7 @@ class Engine:
             timings["model_load"] = time.perf_counter() - start
             if _POOL is not None:
                 _POOL.add(model)
-        model.lora.fused.keep_pristine = self._keeps_copy(model_id, base)
-        model.lora.fused.copy_room = self._copy_room(model_id, base)
+        self._set_copy_rules(model, model_id, base)
         if not model.lora.fused.keep_pristine and model.lora.fused.path is None:
             self._copy_notes.append(
                 "no copy of the LoRA-targeted weights is kept: every case of this run on this model applies the same "
@@ -487,6 +506,23 @@ class Engine:
             info["cpu_capability"] = torch.backends.cpu.get_cpu_capability().lower()
         info["environment_class"] = envclass.from_device_info(info).key
         return info
+
+
+def _copy_note(lora: LoraState, seconds: float, device: str) -> str:
+    """Where the untouched LoRA-targeted weights come from when a switch restores them, said once in the report."""
+    source = lora.read_back_from()
+    if source is not None:
+        return (
+            f"no copy of the LoRA-targeted weights is kept: it does not fit on {device} beside the largest planned "
+            f"case, and the plan restores them only {lora.fused.read_back_restores} time(s), so each restore reads "
+            f"them back from the checkpoint ({source}), checked against fingerprints of the loaded bits (taken in "
+            f"{seconds:.2f} s)"
+        )
+    places = ", ".join(f"{gb / 1e9:.2f} GB on {where}" for where, gb in lora.pristine_places().items())
+    return (
+        f"a copy of the LoRA-targeted weights is kept ({places}; made once, in {seconds:.2f} s): the plan switches "
+        "LoRA states on this model, and each switch restores the untouched weights"
+    )
 
 
 def _file_dtype(path: str) -> str | None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from parity.cases import lorafile
 from parity.core.errors import LoraRefused, ModelLoadError
 from parity.models.knobs import LoraMethod
+from parity.render.checkpoint import CheckpointWeights
 
 ADAPTER = "lora"
 
@@ -74,13 +75,20 @@ def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
 
 class PristineMissing(Exception):
     """A change of the fused LoRA needs the untouched weights, and none were kept (the plan said one state would
-    do). Raised before anything is changed: the engine loads the model again instead."""
+    do), or reading them back from the checkpoint failed (`reason`). The engine drops the model and loads it
+    again instead (exact, only slower)."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
 class _Pristine:
-    weights: dict[str, torch.Tensor]  # views into one buffer
-    biases: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor]  # exact copies, views into one buffer; empty when read back from `checkpoint`
+    biases: dict[str, torch.Tensor]  # exact copies (small: kept on the device)
+    checkpoint: CheckpointWeights | None = None  # where the weights are read back from instead of a copy
+    fingerprints: dict[str, torch.Tensor] | None = None  # of the loaded weights' bits, to check each read-back
 
 
 class FusedLora:
@@ -100,6 +108,11 @@ class FusedLora:
         # bytes the copy may take on the GPU (the engine keeps room for the largest planned case); None: as much
         # as the GPU has
         self.copy_room: Callable[[], int] | None = None
+        # where the copy does not fit in `copy_room`: whether a restore may read the weights back from the
+        # checkpoint the model was loaded from instead of a copy in pinned host memory (the engine decides by the
+        # restores its plan foresees)
+        self.read_back = False
+        self.read_back_restores = 0  # how many restores the plan foresees (said in the report)
 
     def apply(
         self, path: str | None, scale: float | None, allow_partial: bool = False, fuse: bool = True
@@ -137,11 +150,8 @@ class FusedLora:
         return timings
 
     def _load(self, path: str, allow_partial: bool = False, timings: dict | None = None) -> None:
-        from safetensors.torch import load_file
-
         start = time.perf_counter()
         targets, wanted = check_fits(path, self.pipe.transformer, allow_partial)
-        check_finite(path, load_file(path))
         missing = sorted(wanted - set(targets))
         checked = time.perf_counter()
         folder, name = os.path.split(path)
@@ -158,19 +168,44 @@ class FusedLora:
                 f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
                 "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
             ) from None
-        if timings is not None:  # the checks that run before anything reaches the model, and the server's own load
-            timings["lora_check"] = checked - start
-            timings["lora_load"] = time.perf_counter() - checked
+        loaded = time.perf_counter()
         wrapped = self._wrapped()
         unwrapped = sorted(wanted - set(wrapped) - set(missing))
         if unwrapped or not wrapped:
             self.pipe.unload_lora_weights()
             raise ModelLoadError(*_unmatched(path, unwrapped or sorted(wanted), wanted, False))
+        try:
+            self._check_loaded_finite(path, wrapped)
+        except LoraRefused:
+            self._unload_after_failure()  # nothing was fused: the base weights are the loaded ones again
+            raise
+        if timings is not None:  # the checks (the shapes before the load, the values after it) and the server's load
+            timings["lora_check"] = (checked - start) + (time.perf_counter() - loaded)
+            timings["lora_load"] = loaded - checked
         self.notes = []
         if missing:
             note = f"LoRA {os.path.basename(path)}: {len(missing)} of {len(wanted)} target modules match nothing"
             self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
         self.path = path
+
+    def _check_loaded_finite(self, path: str, wrapped: dict[str, torch.nn.Module]) -> None:
+        """check_finite on what the load put into the model, where it lies (on the GPU: milliseconds), instead of
+        reading the file a second time: the adapter's weights and each layer's scaling (its alpha / rank). Where
+        the weights wait behind offload hooks as placeholders, the file itself is read."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, module in wrapped.items():
+            for role in ("lora_A", "lora_B"):
+                layers = getattr(module, role, None)
+                if layers is not None and ADAPTER in layers:
+                    tensors[f"{name}.{role}"] = layers[ADAPTER].weight
+            scaling = getattr(module, "scaling", {}).get(ADAPTER)
+            if scaling is not None:
+                tensors[f"{name}.alpha"] = torch.tensor(float(scaling))
+        if not tensors or any(t.is_meta for t in tensors.values()):
+            from safetensors.torch import load_file
+
+            tensors = load_file(path)
+        check_finite(path, tensors)
 
     def _note_placeholders(self) -> None:
         """Under sequential offload the layers hold meta placeholders and the real weights wait in the offload
@@ -195,15 +230,29 @@ class FusedLora:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
 
     def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
-        """Copies of the weights a fuse changes, in one buffer (one allocation, not one per layer): on the model's
-        GPU when the whole copy fits in `copy_room`, else in pinned CPU memory."""
-        sources: dict[tuple[str, str], torch.Tensor] = {}
-        for name, module in wrapped.items():
-            base = module.get_base_layer()
-            sources[("weight", name)] = base.weight.data
-            if getattr(base, "bias", None) is not None:
-                sources[("bias", name)] = base.bias.data
-        copies = _copy_all(sources, self.copy_room() if self.copy_room is not None else None)
+        """What a restore needs, in one of three places: copies of the weights a fuse changes in one buffer (one
+        allocation, not one per layer) on the model's GPU when the whole copy fits in `copy_room`; else, where
+        `read_back` allows and the checkpoint holds them, nothing but fingerprints (the weights are read back from
+        the checkpoint); else the copies in pinned CPU memory."""
+        weights = {name: module.get_base_layer().weight.data for name, module in wrapped.items()}
+        biases = {
+            name: module.get_base_layer().bias.data
+            for name, module in wrapped.items()
+            if getattr(module.get_base_layer(), "bias", None) is not None
+        }
+        room = self.copy_room() if self.copy_room is not None else None
+        if room is not None and _nbytes(weights.values()) > room and self.read_back:
+            checkpoint = _checkpoint_for(self.pipe.transformer, weights)
+            if checkpoint is not None:
+                kept = {("bias", n): t for n, t in biases.items()}
+                return _Pristine(
+                    {},
+                    {n: t for (_, n), t in _copy_all(kept).items()},
+                    checkpoint,
+                    {name: _fingerprint(weight) for name, weight in weights.items()},
+                )
+        sources = {**{("weight", n): t for n, t in weights.items()}, **{("bias", n): t for n, t in biases.items()}}
+        copies = _copy_all(sources, room)
         return _Pristine(
             {n: t for (kind, n), t in copies.items() if kind == "weight"},
             {n: t for (kind, n), t in copies.items() if kind == "bias"},
@@ -218,14 +267,32 @@ class FusedLora:
         """
         if self._pristine is None:
             raise PristineMissing()
+        checkpoint = self._pristine.checkpoint
+        if checkpoint is not None and not checkpoint.unchanged():
+            raise PristineMissing(f"the checkpoint's files in {checkpoint.folder} changed since the model was loaded")
         self.pipe.unfuse_lora()
-        for name, module in self._wrapped().items():
+        wrapped = self._wrapped()
+        if checkpoint is not None:
+            self._read_weights_back(checkpoint, wrapped)
+        for name, module in wrapped.items():
             base = module.get_base_layer()
-            base.weight.data.copy_(self._pristine.weights[name])
+            if checkpoint is None:
+                base.weight.data.copy_(self._pristine.weights[name])
             if name in self._pristine.biases:
                 base.bias.data.copy_(self._pristine.biases[name])
             module.unscale_layer()
         self.scale = None
+
+    def _read_weights_back(self, checkpoint: CheckpointWeights, wrapped: dict[str, torch.nn.Module]) -> None:
+        """The loaded weights from the checkpoint, each cast on the CPU as from_pretrained casts it, then checked
+        against the fingerprint taken before the first fuse; a mismatch leaves the model to be loaded again."""
+        assert self._pristine is not None and self._pristine.fingerprints is not None
+        names = {f"{name}.weight": name for name in wrapped}
+        for key, stored in _read_ahead(checkpoint.read(list(names))):
+            weight = wrapped[names[key]].get_base_layer().weight.data
+            weight.copy_(stored.to(weight.dtype))
+            if not torch.equal(_fingerprint(weight), self._pristine.fingerprints[names[key]]):
+                raise PristineMissing(f"{key} read back from {checkpoint.folder} is not the weight the model loaded")
 
     def _drop(self) -> None:
         if self.path is None:
@@ -260,6 +327,66 @@ def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -
         "the LoRA was trained for another model or saved with unknown key names; an unmatched LoRA would silently "
         "leave the base model unchanged (set `allow_partial_lora: true` in the case file to accept a partial match)"
     )
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _fingerprint(weight: torch.Tensor) -> torch.Tensor:
+    """Per row, the sum of the weight's bit patterns as integers: equal for equal bits; a changed value, a swapped
+    or transposed row changes it (exact integer arithmetic, no float rounding)."""
+    bits = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[weight.element_size()]
+    return weight.view(bits).reshape(weight.shape[0], -1).sum(dim=1, dtype=torch.int64)
+
+
+def _checkpoint_for(transformer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> CheckpointWeights | None:
+    """The checkpoint the transformer was loaded from, when it holds every targeted weight and gives back exactly
+    the loaded bits of the first and the last of them (checked before any fuse)."""
+    checkpoint = CheckpointWeights.of(transformer)
+    keys = [f"{name}.weight" for name in weights]
+    if checkpoint is None or not keys or not checkpoint.holds(keys):
+        return None
+    for key, stored in checkpoint.read(list(dict.fromkeys((keys[0], keys[-1])))):
+        live = weights[key[: -len(".weight")]]
+        if stored.shape != live.shape or not torch.equal(stored.to(live.dtype).to(live.device), live):
+            return None
+    return checkpoint
+
+
+def _read_ahead(items, depth: int = 2):
+    """The items of an iterator, produced by a worker thread up to `depth` ahead of the consumer (reading the next
+    weight from disk while the last one crosses to the GPU)."""
+    import queue
+    import threading
+
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(item)
+            slots.put(done)
+        except Exception as exc:  # noqa: BLE001 (not swallowed: raised in the consumer)
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # let a producer blocked on a full queue see the stop
+            with contextlib.suppress(queue.Empty):
+                slots.get_nowait()
+            worker.join(timeout=0.01)
 
 
 def _copy_all(tensors: dict, room: int | None = None) -> dict:
@@ -393,6 +520,11 @@ class LoraState:
         """Size of the kept copy of the LoRA-targeted weights (0: none kept)."""
         p = self.fused._pristine
         return 0 if p is None else sum(t.numel() * t.element_size() for t in (*p.weights.values(), *p.biases.values()))
+
+    def read_back_from(self) -> str | None:
+        """The checkpoint folder restores read the untouched weights from (None: a copy is kept, or nothing)."""
+        p = self.fused._pristine
+        return None if p is None or p.checkpoint is None else p.checkpoint.folder
 
     def pristine_places(self) -> dict[str, int]:
         """Where the kept copy lies: device -> bytes."""

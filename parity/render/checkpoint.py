@@ -1,0 +1,83 @@
+"""Weights read back from the checkpoint a model component was loaded from: its diffusers folder (a local folder or
+the snapshot folder of an HF id in the local cache), one safetensors file or several with their index.
+
+When the GPU has no room for a copy of the LoRA-targeted weights, a change of the fused LoRA reads the untouched
+weights back from here instead of keeping ~40 GB in pinned host memory (whose allocation alone took 36.8 s at
+full size). What `from_pretrained` read is what is read again: the same bytes, cast to the live weight's dtype;
+each restore is checked against fingerprints of the loaded bits (lora.py), and a file that changed since the load
+is not read at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class CheckpointWeights:
+    folder: str
+    files: dict[str, str]  # tensor key -> file path
+    stamps: dict[str, tuple[int, int]]  # file path -> (size, mtime_ns) when first looked at
+
+    @classmethod
+    def of(cls, module: torch.nn.Module) -> CheckpointWeights | None:
+        """The files a diffusers model was loaded from, or None where it cannot be told (built in memory, a
+        folder with more than one set of weights, a format other than safetensors)."""
+        config = getattr(module, "config", None)
+        folder = getattr(config, "_name_or_path", None) if config is not None else None
+        if not folder or not os.path.isdir(folder):
+            return None
+        names = sorted(os.listdir(folder))
+        indexes = [n for n in names if n.endswith(INDEX_SUFFIX)]
+        singles = [n for n in names if n.endswith(".safetensors")]
+        try:
+            if len(indexes) == 1:
+                with open(os.path.join(folder, indexes[0]), encoding="utf-8") as fh:
+                    weight_map = json.load(fh)["weight_map"]
+                files = {key: os.path.join(folder, name) for key, name in weight_map.items()}
+            elif not indexes and len(singles) == 1:
+                from safetensors import safe_open
+
+                path = os.path.join(folder, singles[0])
+                with safe_open(path, framework="pt") as fh:
+                    files = dict.fromkeys(fh.keys(), path)
+            else:
+                return None
+            stamps = {path: _stamp(path) for path in set(files.values())}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(folder, files, stamps)
+
+    def holds(self, keys: list[str]) -> bool:
+        return all(key in self.files for key in keys)
+
+    def unchanged(self) -> bool:
+        """Whether every file is still the one the model was loaded from (same size, same modification time)."""
+        try:
+            return all(_stamp(path) == stamp for path, stamp in self.stamps.items())
+        except OSError:
+            return False
+
+    def read(self, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """(key, tensor on the CPU as stored), file by file in the order asked within each file."""
+        from safetensors import safe_open
+
+        by_file: dict[str, list[str]] = {}
+        for key in keys:
+            by_file.setdefault(self.files[key], []).append(key)
+        for path, wanted in by_file.items():
+            with safe_open(path, framework="pt") as fh:
+                for key in wanted:
+                    yield key, fh.get_tensor(key)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
