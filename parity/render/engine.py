@@ -34,8 +34,10 @@ from parity.render.loading import (
 from parity.render.lora import LoraState, PristineMissing
 
 # At most this many planned restores read the LoRA-targeted weights back from the checkpoint when a copy does not
-# fit on the GPU; more keep the copy in pinned host memory. At full size on the H200 (benchmarks/results/
-# h200-2026-12-01e) the pinned copy cost 36.8 s once and ~1 s per restore; a read-back ~N s per restore.
+# fit on the GPU; more keep the copy in pinned host memory. Measured at full size on the H200 (40.8 GB of
+# targeted weights): the pinned copy costs 36.8 s once and ~0.95 s per restore (h200-2026-12-01b); a read-back
+# 5.8-5.9 s per restore with the checkpoint in the page cache (h200-2026-12-01e), so the two break even near 7
+# restores. From a cold disk (1.4 GB/s in benchmarks/disk_load.py) a read-back would take ~30 s: 4 leaves room.
 READ_BACK_RESTORES = 4
 
 # LoRA applications that live in the main transformer's modules, which the CFG-parallel copy (base weights) lacks
