@@ -42,10 +42,11 @@ def test_benchmark_script_runs_on_the_tiny_model(bench):
 
 def test_benchmark_script_loads_a_saved_folder_and_reads_weights_back(tmp_path):
     """--folder: the model saved once, every driver loading it from there; with no room for the weight copy
-    (--copy-room-gb 0) parity's restore reads the checkpoint back, and the server-style driver's bits agree."""
+    (--copy-room-gb 0) parity's restore reads the checkpoint back. (The server-style driver's agreement is the
+    `bench` fixture's; left out here, it would add two ~1 MP encodes.)"""
     out = tmp_path / "out"
     argv = ["full_size.py", "--tiny", "--cases", "c1-square,c1-landscape", "--steps", "2", "--size", "64",
-            "--drivers", "parity-a,server-none", "--folder", str(tmp_path / "model"), "--copy-room-gb", "0", "--out", str(out)]
+            "--drivers", "parity-a", "--folder", str(tmp_path / "model"), "--copy-room-gb", "0", "--out", str(out)]
     module = runpy.run_path(str(BENCH / "full_size.py"), run_name="bench")
     saved, sys.argv = sys.argv, argv
     try:
@@ -57,7 +58,6 @@ def test_benchmark_script_loads_a_saved_folder_and_reads_weights_back(tmp_path):
     first, second = data["runs"]["parity-a"]
     assert any("reads them back from the checkpoint" in note for note in first["copy_notes"])
     assert second["lora_scale"] == 0.7 and second["scale_switch_s"] > 0
-    assert data["summary"]["server-none image identical to parity-a"] == {"c1-square": True, "c1-landscape": True}
 
 
 def test_case_parallel_workers_render_the_in_process_bits(bench, tmp_path):
