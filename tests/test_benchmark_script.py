@@ -45,7 +45,7 @@ def test_benchmark_script_loads_a_saved_folder_and_reads_weights_back(tmp_path):
     (--copy-room-gb 0) parity's restore reads the checkpoint back. (The server-style driver's agreement is the
     `bench` fixture's; left out here, it would add two ~1 MP encodes.)"""
     out = tmp_path / "out"
-    argv = ["full_size.py", "--tiny", "--cases", "c1-square,c1-landscape", "--steps", "2", "--size", "64",
+    argv = ["full_size.py", "--tiny", "--cases", "c1-square,c2-square", "--steps", "2", "--size", "64",
             "--drivers", "parity-a", "--folder", str(tmp_path / "model"), "--copy-room-gb", "0", "--out", str(out)]
     module = runpy.run_path(str(BENCH / "full_size.py"), run_name="bench")
     saved, sys.argv = sys.argv, argv
@@ -115,3 +115,14 @@ def test_disk_load_script_times_both_loads_of_a_folder(tmp_path, monkeypatch):
     summary = result["summary"]
     assert len(summary["per repeat parity / plain"]) == 2 and summary["parity / plain (medians)"] > 0
     assert summary["every load read from disk (page cache dropped)"] is False
+
+
+def test_read_back_script_restores_every_targeted_weight_exactly_both_ways(tmp_path):
+    """read_back.py --tiny: the tiny transformer saved, loaded, its targeted linears zeroed and read back from the
+    files both ways, each restore checked against the loaded weights' fingerprints."""
+    module = runpy.run_path(str(BENCH / "read_back.py"), run_name="read_back")
+    assert module["main"](["--tiny", "--folder", str(tmp_path / "t"), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["how"] for r in result["rows"]] == ["direct", "staged", "staged", "direct"]
+    assert all(r["exact"] for r in result["rows"]) and result["summary"]["every restore exact"] is True
+    assert result["meta"]["targeted"] == 2 * 14  # two tiny blocks, 14 linears each

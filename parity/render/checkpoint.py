@@ -65,6 +65,35 @@ class CheckpointWeights:
         except OSError:
             return False
 
+    def read_into(self, targets: dict[str, torch.Tensor]) -> None:
+        """Copy each stored tensor into its target (key -> live tensor), cast on the CPU to the target's dtype as
+        from_pretrained casts it. For a GPU target the bytes pass through two pinned buffers, so that the host copy
+        of one tensor out of the page cache overlaps the transfer of the one before (a pageable copy straight from
+        the mapped file crossed at ~7 GB/s at full size)."""
+        slots: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+        for number, (key, stored) in enumerate(self.read(list(targets))):
+            target = targets[key]
+            source = stored.to(target.dtype)
+            if target.device.type != "cuda":
+                target.copy_(source)
+                continue
+            if not slots:
+                largest = max(t.numel() * t.element_size() for t in targets.values() if t.device.type == "cuda")
+                slots = [(torch.empty(largest, dtype=torch.uint8, pin_memory=True), None) for _ in range(2)]
+            buffer, busy = slots[number % 2]
+            if busy is not None:
+                busy.synchronize()  # its last transfer has finished: the buffer may be written again
+            staged = buffer[: source.numel() * source.element_size()].view(source.dtype).view(source.shape)
+            staged.copy_(source)
+            with torch.cuda.device(target.device):
+                target.copy_(staged, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+            slots[number % 2] = (buffer, done)
+        for _, busy in slots:
+            if busy is not None:
+                busy.synchronize()
+
     def read(self, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """(key, tensor on the CPU as stored), file by file in the order asked within each file."""
         from safetensors import safe_open

@@ -35,9 +35,10 @@ from parity.render.lora import LoraState, PristineMissing
 
 # At most this many planned restores read the LoRA-targeted weights back from the checkpoint when a copy does not
 # fit on the GPU; more keep the copy in pinned host memory. Measured at full size on the H200 (40.8 GB of
-# targeted weights): the pinned copy costs 36.8 s once and ~0.95 s per restore (h200-2026-12-01b); a read-back
-# 5.8-5.9 s per restore with the checkpoint in the page cache (h200-2026-12-01e), so the two break even near 7
-# restores. From a cold disk (1.4 GB/s in benchmarks/disk_load.py) a read-back would take ~30 s: 4 leaves room.
+# targeted weights): the pinned copy costs 36.8 s once and ~0.95 s per restore (h200-2026-12-01b); reading them
+# back 1.6 s with the checkpoint in the page cache (benchmarks/read_back.py, h200-2026-12-01e). From a cold disk
+# (1.4 GB/s in benchmarks/disk_load.py) a read-back would take ~30 s, and this process cannot tell which it will
+# get: 4 restores cost at most ~2 minutes that way, and ~7 s warm.
 READ_BACK_RESTORES = 4
 
 # LoRA applications that live in the main transformer's modules, which the CFG-parallel copy (base weights) lacks

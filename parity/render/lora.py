@@ -287,12 +287,11 @@ class FusedLora:
         """The loaded weights from the checkpoint, each cast on the CPU as from_pretrained casts it, then checked
         against the fingerprint taken before the first fuse; a mismatch leaves the model to be loaded again."""
         assert self._pristine is not None and self._pristine.fingerprints is not None
-        names = {f"{name}.weight": name for name in wrapped}
-        for key, stored in _read_ahead(checkpoint.read(list(names))):
-            weight = wrapped[names[key]].get_base_layer().weight.data
-            weight.copy_(stored.to(weight.dtype))
-            if not torch.equal(_fingerprint(weight), self._pristine.fingerprints[names[key]]):
-                raise PristineMissing(f"{key} read back from {checkpoint.folder} is not the weight the model loaded")
+        weights = {name: module.get_base_layer().weight.data for name, module in wrapped.items()}
+        checkpoint.read_into({f"{name}.weight": weight for name, weight in weights.items()})
+        for name, weight in weights.items():
+            if not torch.equal(_fingerprint(weight), self._pristine.fingerprints[name]):
+                raise PristineMissing(f"{name}.weight read back from {checkpoint.folder} is not the weight the model loaded")
 
     def _drop(self) -> None:
         if self.path is None:
@@ -352,41 +351,6 @@ def _checkpoint_for(transformer: torch.nn.Module, weights: dict[str, torch.Tenso
         if stored.shape != live.shape or not torch.equal(stored.to(live.dtype).to(live.device), live):
             return None
     return checkpoint
-
-
-def _read_ahead(items, depth: int = 2):
-    """The items of an iterator, produced by a worker thread up to `depth` ahead of the consumer (reading the next
-    weight from disk while the last one crosses to the GPU)."""
-    import queue
-    import threading
-
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                slots.put(item)
-            slots.put(done)
-        except Exception as exc:  # noqa: BLE001 (not swallowed: raised in the consumer)
-            slots.put(exc)
-
-    worker = threading.Thread(target=produce, daemon=True)
-    worker.start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # let a producer blocked on a full queue see the stop
-            with contextlib.suppress(queue.Empty):
-                slots.get_nowait()
-            worker.join(timeout=0.01)
 
 
 def _copy_all(tensors: dict, room: int | None = None) -> dict:
