@@ -4,6 +4,7 @@ import json
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from paths import REPO
@@ -14,18 +15,23 @@ BENCH = REPO / "benchmarks"
 TINY = ["--tiny", "--cases", "c1-square,c1-portrait", "--steps", "2", "--size", "64"]
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """full_size.py --tiny run once in this process: every driver on the same two cases."""
-    out = tmp_path_factory.mktemp("bench")
-    argv = ["full_size.py", *TINY, "--drivers", "parity-a,parity-b,parity-cfg2,server-none", "--out", str(out)]
+def _full_size(*argv: str) -> dict:
+    """full_size.py run in this process with `argv`; its results.json (argv holds --out)."""
     module = runpy.run_path(str(BENCH / "full_size.py"), run_name="bench")
-    saved, sys.argv = sys.argv, argv
+    saved, sys.argv = sys.argv, ["full_size.py", *argv]
     try:
         assert module["main"]() == 0
     finally:
         sys.argv = saved
-    return out, json.loads((out / "results.json").read_text())
+    out = argv[argv.index("--out") + 1]
+    return json.loads((Path(out) / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """full_size.py --tiny run once in this process: every driver on the same two cases."""
+    out = tmp_path_factory.mktemp("bench")
+    return out, _full_size(*TINY, "--drivers", "parity-a,parity-b,parity-cfg2,server-none", "--out", str(out))
 
 
 def test_benchmark_script_runs_on_the_tiny_model(bench):
@@ -44,16 +50,8 @@ def test_benchmark_script_loads_a_saved_folder_and_reads_weights_back(tmp_path):
     """--folder: the model saved once, every driver loading it from there; with no room for the weight copy
     (--copy-room-gb 0) parity's restore reads the checkpoint back. (The server-style driver's agreement is the
     `bench` fixture's; left out here, it would add two ~1 MP encodes.)"""
-    out = tmp_path / "out"
-    argv = ["full_size.py", "--tiny", "--cases", "c1-square,c2-square", "--steps", "2", "--size", "64",
-            "--drivers", "parity-a", "--folder", str(tmp_path / "model"), "--copy-room-gb", "0", "--out", str(out)]
-    module = runpy.run_path(str(BENCH / "full_size.py"), run_name="bench")
-    saved, sys.argv = sys.argv, argv
-    try:
-        assert module["main"]() == 0
-    finally:
-        sys.argv = saved
-    data = json.loads((out / "results.json").read_text())
+    data = _full_size("--tiny", "--cases", "c1-square,c2-square", "--steps", "2", "--size", "64", "--drivers", "parity-a",
+                      "--folder", str(tmp_path / "model"), "--copy-room-gb", "0", "--out", str(tmp_path / "out"))
     assert (tmp_path / "model" / "model_index.json").is_file() and data["meta"]["folder"] == str(tmp_path / "model")
     first, second = data["runs"]["parity-a"]
     assert any("reads them back from the checkpoint" in note for note in first["copy_notes"])

@@ -75,13 +75,27 @@ def own_checkpoint(tmp_path, write_case):
     return folder, load_cases(write_case(small_suite(items, extra=extra)))
 
 
-def _renders(engine: Engine, cases, no_room: bool = False) -> list:
+def _planned(engine: Engine, cases, no_room: bool = False) -> Engine:
+    """The engine with the two cases planned and their model loaded; `no_room`: as on a GPU without room for the
+    copy beside the largest case (the engine's rule on CUDA)."""
     engine.expect(cases)
-    if no_room:  # as on a GPU without room for the copy beside the largest case (the engine's rule on CUDA)
-        engine.facts(cases[0])
+    engine.facts(cases[0])
+    if no_room:
         engine._loaded.lora.fused.copy_room = lambda: 0
+    return engine
+
+
+def _renders(engine: Engine, cases) -> list:
     full, half = cases
     return [engine.render(case) for case in (full, half, full)]
+
+
+def _with_a_copy(device: str, cases) -> list[torch.Tensor]:
+    """The three renders' outputs from an engine that keeps a copy (room for it): what a read-back must equal."""
+    engine = _planned(Engine(device), cases)
+    decoded = [r.decoded for r in _renders(engine, cases)]
+    engine.close()
+    return decoded
 
 
 def _loaded_weights(engine: Engine) -> dict[str, torch.Tensor]:
@@ -90,15 +104,10 @@ def _loaded_weights(engine: Engine) -> dict[str, torch.Tensor]:
 
 def test_without_room_for_a_copy_restores_read_the_checkpoint_back_with_the_same_bits(own_checkpoint, unpooled):
     folder, cases = own_checkpoint
-    copied = Engine("cpu")
-    expected = [r.decoded for r in _renders(copied, cases)]
-    copied.close()
-
-    engine = Engine("cpu")
-    engine.expect(cases)
-    engine.facts(cases[0])
+    expected = _with_a_copy("cpu", cases)
+    engine = _planned(Engine("cpu"), cases, no_room=True)
     loaded = _loaded_weights(engine)
-    rendered = _renders(engine, cases, no_room=True)
+    rendered = _renders(engine, cases)
     assert [torch.equal(r.decoded, e) for r, e in zip(rendered, expected)] == [True, True, True]
     lora = engine._loaded.lora
     assert lora.read_back_from() == str(folder / "transformer")
@@ -116,10 +125,7 @@ def test_a_plan_with_many_restores_keeps_a_copy_even_without_room(own_checkpoint
     scales = [f"{{name: s{i}, prompt: a hat, network_multiplier: 0.{i}}}" for i in range(1, READ_BACK_RESTORES + 3)]
     many = load_cases(write_case(small_suite(scales, extra=f"model: qwen_image_2512\nbase_model: {folder}\n"), "many.yaml"))
     engine = Engine("cpu")
-    engine.expect(many)
-    engine.facts(many[0])
-    engine._loaded.lora.fused.copy_room = lambda: 0
-    engine.render(many[0])
+    _planned(engine, many, no_room=True).render(many[0])
     assert engine._loaded.lora.read_back_from() is None and engine._loaded.lora.pristine_bytes > 0
     engine.close()
 
@@ -150,13 +156,8 @@ def _one_weight_off(monkeypatch):
 )
 def test_a_read_back_that_fails_loads_the_model_again_with_the_same_bits(own_checkpoint, unpooled, monkeypatch, spoil, says):
     folder, cases = own_checkpoint
-    copied = Engine("cpu")
-    expected = [r.decoded for r in _renders(copied, cases)]
-    copied.close()
-    engine = Engine("cpu")
-    engine.expect(cases)
-    engine.facts(cases[0])
-    engine._loaded.lora.fused.copy_room = lambda: 0
+    expected = _with_a_copy("cpu", cases)
+    engine = _planned(Engine("cpu"), cases, no_room=True)
     first = engine.render(cases[0])
     assert torch.equal(first.decoded, expected[0]) and engine._loaded.lora.read_back_from() is not None
     spoil(folder, monkeypatch)
@@ -172,11 +173,9 @@ def test_a_read_back_that_fails_loads_the_model_again_with_the_same_bits(own_che
 def test_on_the_gpu_without_room_restores_read_the_checkpoint_back_with_the_same_bits(own_checkpoint, unpooled):
     """bf16 on CUDA, from a float32 checkpoint: the read-back casts on the CPU, as from_pretrained does."""
     folder, cases = own_checkpoint
-    copied = Engine("cuda")
-    expected = [r.decoded for r in _renders(copied, cases)]
-    copied.close()
-    engine = Engine("cuda")
-    rendered = _renders(engine, cases, no_room=True)
+    expected = _with_a_copy("cuda", cases)
+    engine = _planned(Engine("cuda"), cases, no_room=True)
+    rendered = _renders(engine, cases)
     assert engine._loaded.lora.read_back_from() == str(folder / "transformer")
     assert [torch.equal(r.decoded, e) for r, e in zip(rendered, expected)] == [True, True, True]
     engine.close()
