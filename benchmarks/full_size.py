@@ -436,7 +436,7 @@ def parse_args(argv=None, description: str = "") -> argparse.Namespace:
     parser.add_argument("--server-first", action="store_true",
                         help="run the server-style drivers before parity's (each order pays the process's cold start "
                              "once: run both orders to see what the first driver pays)")
-    parser.add_argument("--copy-room-gb", type=float, default=None, help="force the GB the weight copy may take on the GPU (0: all in pinned host memory)")
+    parser.add_argument("--copy-room-gb", type=float, default=None, help="force the GB the weight copy may take on the GPU (0: none there: pinned host memory, or read back from the checkpoint where parity's rule allows)")
     parser.add_argument("--cap-gb", type=float, default=None, help="hold every driver to this many GB of the GPU (a smaller card)")
     parser.add_argument("--folder", type=Path, default=None,
                         help="save the model to this folder (once) and load every driver from it, as a user's checkpoint")

@@ -5,7 +5,7 @@ When the GPU has no room for a copy of the LoRA-targeted weights, a change of th
 weights back from here instead of keeping ~40 GB in pinned host memory (whose allocation alone took 36.8 s at
 full size). What `from_pretrained` read is what is read again: the same bytes, cast to the live weight's dtype;
 each restore is checked against fingerprints of the loaded bits (lora.py), and a file that changed since the load
-is not read at all.
+(size or modification time, stamped when the model was loaded) is not read at all.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-INDEX_SUFFIX = ".safetensors.index.json"
-
 
 @dataclass(frozen=True)
 class CheckpointWeights:
@@ -28,30 +26,30 @@ class CheckpointWeights:
 
     @classmethod
     def of(cls, module: torch.nn.Module) -> CheckpointWeights | None:
-        """The files a diffusers model was loaded from, or None where it cannot be told (built in memory, a
-        folder with more than one set of weights, a format other than safetensors)."""
+        """The files a diffusers model was loaded from, stamped now (call it right after the load), or None where
+        it cannot be told (built in memory, no safetensors weights). Only diffusers' own names count: parity
+        loads without `variant`, so a variant's files (`*.fp16.safetensors`) were never read."""
+        from diffusers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFETENSORS_WEIGHTS_NAME
+
         config = getattr(module, "config", None)
         folder = getattr(config, "_name_or_path", None) if config is not None else None
         if not folder or not os.path.isdir(folder):
             return None
-        names = sorted(os.listdir(folder))
-        indexes = [n for n in names if n.endswith(INDEX_SUFFIX)]
-        singles = [n for n in names if n.endswith(".safetensors")]
+        index, single = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME), os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
         try:
-            if len(indexes) == 1:
-                with open(os.path.join(folder, indexes[0]), encoding="utf-8") as fh:
+            if os.path.isfile(index):  # diffusers prefers the sharded checkpoint's index when both exist
+                with open(index, encoding="utf-8") as fh:
                     weight_map = json.load(fh)["weight_map"]
                 files = {key: os.path.join(folder, name) for key, name in weight_map.items()}
-            elif not indexes and len(singles) == 1:
+            elif os.path.isfile(single):
                 from safetensors import safe_open
 
-                path = os.path.join(folder, singles[0])
-                with safe_open(path, framework="pt") as fh:
-                    files = dict.fromkeys(fh.keys(), path)
+                with safe_open(single, framework="pt") as fh:
+                    files = dict.fromkeys(fh.keys(), single)
             else:
                 return None
             stamps = {path: _stamp(path) for path in set(files.values())}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
         return cls(folder, files, stamps)
 
@@ -73,6 +71,8 @@ class CheckpointWeights:
         slots: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
         for number, (key, stored) in enumerate(self.read(list(targets))):
             target = targets[key]
+            if stored.shape != target.shape:
+                raise ValueError(f"{key} is {tuple(stored.shape)} in the checkpoint, {tuple(target.shape)} in the model")
             source = stored.to(target.dtype)
             if target.device.type != "cuda":
                 target.copy_(source)

@@ -22,6 +22,7 @@ from parity.core.errors import CaseRunError, LoraRefused
 from parity.core.images import encode_output, open_with_notes
 from parity.models import DEFAULT_MODEL, part
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
+from parity.render.checkpoint import CheckpointWeights
 from parity.render.loading import (
     check_placeable,
     device_budget,
@@ -34,11 +35,12 @@ from parity.render.loading import (
 from parity.render.lora import LoraState, PristineMissing
 
 # At most this many planned restores read the LoRA-targeted weights back from the checkpoint when a copy does not
-# fit on the GPU; more keep the copy in pinned host memory. Measured at full size on the H200 (40.8 GB of
-# targeted weights): the pinned copy costs 36.8 s once and ~0.95 s per restore (h200-2026-12-01b); reading them
-# back 1.6 s with the checkpoint in the page cache (benchmarks/read_back.py, h200-2026-12-01e). From a cold disk
-# (1.4 GB/s in benchmarks/disk_load.py) a read-back would take ~30 s, and this process cannot tell which it will
-# get: 4 restores cost at most ~2 minutes that way, and ~7 s warm.
+# fit on the GPU; more keep the copy in pinned host memory. A judgement between two measured costs at full size on
+# the H200 (40.8 GB of targeted weights): the pinned copy costs 36.8 s once and ~0.95 s per restore
+# (h200-2026-12-01b); a read-back 1.6 s per restore with the checkpoint in the page cache (benchmarks/read_back.py,
+# h200-2026-12-01e), so ~57 restores before the copy pays; from a cold disk (1.4 GB/s, benchmarks/disk_load.py)
+# ~29 s each, so the copy pays from the second. This process cannot tell which it will get, and the first read
+# leaves the files in the page cache where memory allows: 4 cost ~7 s warm, at most ~2 minutes cold.
 READ_BACK_RESTORES = 4
 
 # LoRA applications that live in the main transformer's modules, which the CFG-parallel copy (base weights) lacks
@@ -97,16 +99,21 @@ class ModelPool:
         """A model just loaded: later engines share it (one process renders one case at a time)."""
         self._models[model.key] = model
 
-    def keep(self, model: LoadedModel) -> None:
-        """A model an engine is done with: its LoRA removed, as a later engine expects it (one fused without a
-        kept copy cannot be removed exactly: it is dropped instead)."""
+    def keep(self, model: LoadedModel) -> bool:
+        """A model an engine is done with: its LoRA removed, as a later engine expects it. One whose LoRA cannot
+        be removed exactly (fused without a kept copy, a read-back that failed) or whose removal was cut short
+        is dropped instead, never handed on half-restored. Returns whether it was kept."""
         try:
             model.lora.apply(LoraMethod.NONE, None, None)
         except PristineMissing:
             self.drop(model.key)
-            return
+            return False
+        except BaseException:
+            self.drop(model.key)
+            raise
         model.lora.fused.keep_pristine = True  # the next engine's plan decides again
         self._models[model.key] = model
+        return True
 
     def drop(self, key: tuple[str, ...]) -> None:
         self._models.pop(key, None)
@@ -264,12 +271,16 @@ class Engine:
         try:
             return self._render_loaded(case, wiring, facts, loaded, images, text_images, timings, fresh_caches)
         except LoraRefused:
-            raise  # refused before any of it reached the model: the model stays loaded (a reload costs minutes)
+            raise  # refused before it changed the model (or taken out again): the model stays loaded (a reload costs minutes)
         except PristineMissing as missing:
             self.close(failed=True)
             if missing.reason:  # reading the weights back from the checkpoint failed: keep copies from now on
                 self._read_back_ok = False
-                self._copy_notes.append(f"{missing.reason}: the model was loaded again (same bits)")
+                again = "the model was loaded again (same bits)" if missing.same_bits else (
+                    "the model was loaded again from the files as they are now: this case and the later ones render "
+                    "that checkpoint, the earlier ones the one loaded before"
+                )
+                self._copy_notes.append(f"{missing.reason}: {again}")
             else:  # raised before any weight changed
                 self._planned = None  # the plan was not this run's: keep the copy from now on
                 self._copy_notes.append(
@@ -404,10 +415,12 @@ class Engine:
         model = _POOL.take(key) if _POOL is not None else None
         if model is None:
             pipe = read_pipeline(base[0], base[1], self.device, self.dtype, model_id)
+            checkpoint = CheckpointWeights.of(pipe.transformer)  # stamped now: a later change of its files shows
             choice = self._offload(asked, pipe, model_id, base)
             place(pipe, choice.mode, self.device)  # as the server: the mode first, the LoRA later
             renderer = part(model_id, "wiring").Renderer(pipe)
             model = LoadedModel(key, pipe, LoraState.for_pipe(pipe), renderer, choice)
+            model.lora.fused.checkpoint = checkpoint
             timings["model_load"] = time.perf_counter() - start
             if _POOL is not None:
                 _POOL.add(model)
@@ -479,8 +492,7 @@ class Engine:
         if loaded.replica is not None:
             loaded.replica.close()
         if _POOL is not None and not self._adopted:
-            if not failed:
-                _POOL.keep(loaded.model)
+            if not failed and _POOL.keep(loaded.model):
                 return
             _POOL.drop(loaded.key)
         del loaded

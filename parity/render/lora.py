@@ -78,9 +78,10 @@ class PristineMissing(Exception):
     do), or reading them back from the checkpoint failed (`reason`). The engine drops the model and loads it
     again instead (exact, only slower)."""
 
-    def __init__(self, reason: str = ""):
+    def __init__(self, reason: str = "", same_bits: bool = True):
         super().__init__(reason)
         self.reason = reason
+        self.same_bits = same_bits  # False: the model loaded again is not the one loaded before (its files changed)
 
 
 @dataclass
@@ -113,6 +114,8 @@ class FusedLora:
         # restores its plan foresees)
         self.read_back = False
         self.read_back_restores = 0  # how many restores the plan foresees (said in the report)
+        self.checkpoint: CheckpointWeights | None = None  # the files the model was loaded from, stamped at the load
+        self._restoring = False  # True while a restore writes the weights: one that did not finish left them mixed
 
     def apply(
         self, path: str | None, scale: float | None, allow_partial: bool = False, fuse: bool = True
@@ -120,6 +123,8 @@ class FusedLora:
         """Make the pipeline's weights those of a fresh `load → fuse(scale)` (`fuse=False`: of a fresh load with the
         adapter's scale set, the server's SET_ADAPTERS); returns stage timings."""
         timings: dict[str, float] = {}
+        if self._restoring:
+            raise PristineMissing("an earlier restore of the LoRA-targeted weights did not finish")
         if path != self.path:
             self._drop()
             if path is not None:
@@ -176,8 +181,10 @@ class FusedLora:
             raise ModelLoadError(*_unmatched(path, unwrapped or sorted(wanted), wanted, False))
         try:
             self._check_loaded_finite(path, wrapped)
-        except LoraRefused:
+        except LoraRefused as refused:
             self._unload_after_failure()  # nothing was fused: the base weights are the loaded ones again
+            if self._wrapped():  # the adapter could not be taken out: the engine must drop the model
+                raise ModelLoadError(refused.what, refused.fix) from None
             raise
         if timings is not None:  # the checks (the shapes before the load, the values after it) and the server's load
             timings["lora_check"] = (checked - start) + (time.perf_counter() - loaded)
@@ -225,6 +232,7 @@ class FusedLora:
         with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
             self.pipe.unload_lora_weights()
         self.path, self.scale, self._pristine, self.fused, self.notes = None, None, None, True, []
+        self._restoring = False
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
@@ -241,8 +249,8 @@ class FusedLora:
             if getattr(module.get_base_layer(), "bias", None) is not None
         }
         room = self.copy_room() if self.copy_room is not None else None
-        if room is not None and _nbytes(weights.values()) > room and self.read_back:
-            checkpoint = _checkpoint_for(self.pipe.transformer, weights)
+        if room is not None and _nbytes(weights.values()) > room and self._can_read_back(weights):
+            checkpoint = self.checkpoint
             if checkpoint is not None:
                 kept = {("bias", n): t for n, t in biases.items()}
                 return _Pristine(
@@ -258,6 +266,25 @@ class FusedLora:
             {n: t for (kind, n), t in copies.items() if kind == "bias"},
         )
 
+    def _can_read_back(self, weights: dict[str, torch.Tensor]) -> bool:
+        """Whether restores may read the weights back from the checkpoint: allowed by the engine, every weight in
+        place on one device (not behind offload hooks, where a layer holds a placeholder or waits in host memory),
+        the files unchanged since the load, holding every targeted weight, and giving back exactly the loaded bits
+        of the first and the last of them (checked before any fuse)."""
+        checkpoint = self.checkpoint
+        if not self.read_back or checkpoint is None or not weights or _any_hooked(self.pipe):
+            return False
+        if len({w.device for w in weights.values()}) != 1 or next(iter(weights.values())).is_meta:
+            return False
+        keys = [f"{name}.weight" for name in weights]
+        if not checkpoint.holds(keys) or not checkpoint.unchanged():
+            return False
+        for key, stored in checkpoint.read(list(dict.fromkeys((keys[0], keys[-1])))):
+            live = weights[key[: -len(".weight")]]
+            if stored.shape != live.shape or not _same_bits(stored.to(live.dtype).to(live.device), live):
+                return False
+        return True
+
     def _restore(self) -> None:
         """Back to the state right after loading: pristine base weights and PEFT's own scaling (alpha / r).
 
@@ -269,7 +296,12 @@ class FusedLora:
             raise PristineMissing()
         checkpoint = self._pristine.checkpoint
         if checkpoint is not None and not checkpoint.unchanged():
-            raise PristineMissing(f"the checkpoint's files in {checkpoint.folder} changed since the model was loaded")
+            raise PristineMissing(
+                f"the base model's files in {checkpoint.folder} changed after it was loaded, so the untouched weights "
+                "cannot be read back from them",
+                same_bits=False,
+            )
+        self._restoring = True
         self.pipe.unfuse_lora()
         wrapped = self._wrapped()
         if checkpoint is not None:
@@ -282,13 +314,18 @@ class FusedLora:
                 base.bias.data.copy_(self._pristine.biases[name])
             module.unscale_layer()
         self.scale = None
+        self._restoring = False
 
     def _read_weights_back(self, checkpoint: CheckpointWeights, wrapped: dict[str, torch.nn.Module]) -> None:
         """The loaded weights from the checkpoint, each cast on the CPU as from_pretrained casts it, then checked
         against the fingerprint taken before the first fuse; a mismatch leaves the model to be loaded again."""
         assert self._pristine is not None and self._pristine.fingerprints is not None
         weights = {name: module.get_base_layer().weight.data for name, module in wrapped.items()}
-        checkpoint.read_into({f"{name}.weight": weight for name, weight in weights.items()})
+        try:
+            checkpoint.read_into({f"{name}.weight": weight for name, weight in weights.items()})
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PristineMissing(f"reading the untouched weights back from {checkpoint.folder} failed ({first})") from exc
         for name, weight in weights.items():
             if not torch.equal(_fingerprint(weight), self._pristine.fingerprints[name]):
                 raise PristineMissing(f"{name}.weight read back from {checkpoint.folder} is not the weight the model loaded")
@@ -332,25 +369,20 @@ def _nbytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit equality (torch.equal on floats takes -0.0 for 0.0 and never NaN for NaN)."""
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
+
+
 def _fingerprint(weight: torch.Tensor) -> torch.Tensor:
-    """Per row, the sum of the weight's bit patterns as integers: equal for equal bits; a changed value, a swapped
-    or transposed row changes it (exact integer arithmetic, no float rounding)."""
-    bits = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[weight.element_size()]
-    return weight.view(bits).reshape(weight.shape[0], -1).sum(dim=1, dtype=torch.int64)
-
-
-def _checkpoint_for(transformer: torch.nn.Module, weights: dict[str, torch.Tensor]) -> CheckpointWeights | None:
-    """The checkpoint the transformer was loaded from, when it holds every targeted weight and gives back exactly
-    the loaded bits of the first and the last of them (checked before any fuse)."""
-    checkpoint = CheckpointWeights.of(transformer)
-    keys = [f"{name}.weight" for name in weights]
-    if checkpoint is None or not keys or not checkpoint.holds(keys):
-        return None
-    for key, stored in checkpoint.read(list(dict.fromkeys((keys[0], keys[-1])))):
-        live = weights[key[: -len(".weight")]]
-        if stored.shape != live.shape or not torch.equal(stored.to(live.dtype).to(live.device), live):
-            return None
-    return checkpoint
+    """Per row, the sum of the weight's bit patterns as integers (exact integer arithmetic, no float rounding):
+    a changed value, a differently rounded cast, a swapped or transposed row changes it. Not a hash: values
+    permuted within a row, or changes that cancel in the sum, would pass."""
+    return _bits(weight).reshape(weight.shape[0], -1).sum(dim=1, dtype=torch.int64)
 
 
 def _copy_all(tensors: dict, room: int | None = None) -> dict:
