@@ -200,8 +200,8 @@ class Engine:
         fused = model.lora.fused
         fused.keep_pristine = restores is None or restores > 0
         fused.copy_room = self._copy_room(model_id, base)
-        fused.read_back = self._read_back_ok and restores is not None and 0 < restores <= READ_BACK_RESTORES
-        fused.read_back_restores = restores or 0
+        allowed = self._read_back_ok and restores is not None and restores <= READ_BACK_RESTORES
+        fused.read_back_restores = restores if allowed else 0
 
     def _planned_restores(self, model_id: str, base: tuple[str, str]) -> int | None:
         """How often the plan restores the untouched weights on this model (its cases come grouped by LoRA

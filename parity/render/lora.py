@@ -109,11 +109,10 @@ class FusedLora:
         # bytes the copy may take on the GPU (the engine keeps room for the largest planned case); None: as much
         # as the GPU has
         self.copy_room: Callable[[], int] | None = None
-        # where the copy does not fit in `copy_room`: whether a restore may read the weights back from the
-        # checkpoint the model was loaded from instead of a copy in pinned host memory (the engine decides by the
-        # restores its plan foresees)
-        self.read_back = False
-        self.read_back_restores = 0  # how many restores the plan foresees (said in the report)
+        # where the copy does not fit in `copy_room`, restores may read the weights back from the checkpoint the
+        # model was loaded from instead of a copy in pinned host memory: the restores the plan foresees when the
+        # engine allows that (said in the report), 0 when it does not
+        self.read_back_restores = 0
         self.checkpoint: CheckpointWeights | None = None  # the files the model was loaded from, stamped at the load
         self._restoring = False  # True while a restore writes the weights: one that did not finish left them mixed
 
@@ -240,7 +239,7 @@ class FusedLora:
     def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
         """What a restore needs, in one of three places: copies of the weights a fuse changes in one buffer (one
         allocation, not one per layer) on the model's GPU when the whole copy fits in `copy_room`; else, where
-        `read_back` allows and the checkpoint holds them, nothing but fingerprints (the weights are read back from
+        `read_back_restores` allows and the checkpoint holds them, nothing but fingerprints (the weights are read back from
         the checkpoint); else the copies in pinned CPU memory."""
         weights = {name: module.get_base_layer().weight.data for name, module in wrapped.items()}
         biases = {
@@ -250,15 +249,8 @@ class FusedLora:
         }
         room = self.copy_room() if self.copy_room is not None else None
         if room is not None and _nbytes(weights.values()) > room and self._can_read_back(weights):
-            checkpoint = self.checkpoint
-            if checkpoint is not None:
-                kept = {("bias", n): t for n, t in biases.items()}
-                return _Pristine(
-                    {},
-                    {n: t for (_, n), t in _copy_all(kept).items()},
-                    checkpoint,
-                    {name: _fingerprint(weight) for name, weight in weights.items()},
-                )
+            fingerprints = {name: _fingerprint(weight) for name, weight in weights.items()}
+            return _Pristine({}, _copy_all(biases), self.checkpoint, fingerprints)
         sources = {**{("weight", n): t for n, t in weights.items()}, **{("bias", n): t for n, t in biases.items()}}
         copies = _copy_all(sources, room)
         return _Pristine(
@@ -272,7 +264,7 @@ class FusedLora:
         the files unchanged since the load, holding every targeted weight, and giving back exactly the loaded bits
         of the first and the last of them (checked before any fuse)."""
         checkpoint = self.checkpoint
-        if not self.read_back or checkpoint is None or not weights or _any_hooked(self.pipe):
+        if not self.read_back_restores or checkpoint is None or not weights or _any_hooked(self.pipe):
             return False
         if len({w.device for w in weights.values()}) != 1 or next(iter(weights.values())).is_meta:
             return False
@@ -515,7 +507,7 @@ class LoraState:
     def pristine_bytes(self) -> int:
         """Size of the kept copy of the LoRA-targeted weights (0: none kept)."""
         p = self.fused._pristine
-        return 0 if p is None else sum(t.numel() * t.element_size() for t in (*p.weights.values(), *p.biases.values()))
+        return 0 if p is None else _nbytes((*p.weights.values(), *p.biases.values()))
 
     def read_back_from(self) -> str | None:
         """The checkpoint folder restores read the untouched weights from (None: a copy is kept, or nothing)."""
