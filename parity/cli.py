@@ -111,6 +111,9 @@ def _import(args) -> int:
     print(f"parity: imported step {result.step} ({result.samples} samples, LoRA {result.checkpoint.name}) into {result.case_file}")
     for note in result.notes:
         print(f"  note: {note}")
+    for load in load_all([Path(result.case_file)]):
+        for line in _lora_lines(load):
+            print(visible(f"  LoRA audit: {line}"))
     if not args.run:
         return EXIT_OK
     args.paths = [str(result.case_file)]
@@ -169,7 +172,22 @@ def _validate(args) -> int:
                 print(visible(f"  {problem}"))
         else:
             print(visible(f"ok      {load.path}: {len(load.cases)} case(s)"))
+        for line in _lora_lines(load):
+            print(visible(f"  LoRA audit: {line}"))
     return EXIT_USAGE if bad else EXIT_OK
+
+
+def _lora_lines(load) -> list[str]:
+    """The file-level LoRA audit of a case file's LoRAs (what `validate` can tell without the model)."""
+    from parity.run.loras import LoraBook
+
+    book = LoraBook()
+    if load.error is not None:
+        for path in load.error.loras:
+            book.saw_file(path, load.error.training)
+    for case in load.cases:
+        book.saw_case(case)
+    return [entry.line for entry in book.entries()]
 
 
 def _run(args) -> int:
@@ -210,7 +228,10 @@ def _run(args) -> int:
             print(visible(f"parity: invalid case file {load.path}:"), file=sys.stderr)
             print("\n".join(visible(f"  {problem}") for problem in load.error.problems), file=sys.stderr)
     start = time.perf_counter()
-    complete, paths = session.run_all(session.plan(loads, this_shard), progress=_progress, on_result=_print_problem)
+    planned = session.plan(loads, this_shard)
+    for entry in session.loras.entries():  # before any pixel: is the served LoRA the trained one?
+        print(visible(f"parity: LoRA audit: {entry.line}"), file=sys.stderr)
+    complete, paths = session.run_all(planned, progress=_progress, on_result=_print_problem)
     _print_end(session, complete, paths, time.perf_counter() - start)
     if not complete:
         return 130

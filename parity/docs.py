@@ -15,6 +15,8 @@ KNOBS_BEGIN = "<!-- knobs:begin (generated from parity/models/qwen_image_edit_pl
 KNOBS_END = "<!-- knobs:end -->"
 MODELS_BEGIN = "<!-- models:begin (generated from parity/models/*/spec.py and knobs.py; do not edit by hand) -->"
 MODELS_END = "<!-- models:end -->"
+LORAS_BEGIN = "<!-- lora-formats:begin (generated from parity/cases/lorafile.py; do not edit by hand) -->"
+LORAS_END = "<!-- lora-formats:end -->"
 
 
 def fields_markdown() -> str:
@@ -118,6 +120,18 @@ def models_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def lora_formats_markdown() -> str:
+    """Each kind of LoRA file ai-toolkit writes, and what the reference server's loader does with it
+    (parity/cases/lorafile.py, which `validate`, `run` and the LoRA audit read)."""
+    from parity.cases.lorafile import FLOAT8, FORMATS
+
+    rows = ["| file | written by | the reference server | parity |", "|---|---|---|---|"]
+    for kind, facts in (*((k.value, f) for k, f in FORMATS.items()), ("float8 tensors", FLOAT8)):
+        parity = "renders it as the server does" if facts.fix is None else f"refuses it in `validate` and `run`: {facts.fix}"
+        rows.append(f"| {kind} | {facts.trainer} | {facts.server} | {parity} |")
+    return "\n".join(rows) + "\n"
+
+
 def readme_section() -> str:
     return f"{BEGIN}\n{fields_markdown()}{END}"
 
@@ -137,6 +151,7 @@ def replace_section(readme: str) -> str:
         (OPTIONS_BEGIN, OPTIONS_END, readme_options_section()),
         (KNOBS_BEGIN, KNOBS_END, readme_knobs_section()),
         (MODELS_BEGIN, MODELS_END, f"{MODELS_BEGIN}\n{models_markdown()}{MODELS_END}"),
+        (LORAS_BEGIN, LORAS_END, f"{LORAS_BEGIN}\n{lora_formats_markdown()}{LORAS_END}"),
     )
     for begin, end, text in sections:
         start, stop = readme.index(begin), readme.index(end) + len(end)

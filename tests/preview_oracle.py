@@ -49,9 +49,12 @@ def trainer_prompt_embeds(pipe, prompt, control_images, device):
 
 
 class TrainerLora:
-    """ai-toolkit's LoRAModule arithmetic on the diffusers transformer's linears."""
+    """ai-toolkit's LoRAModule arithmetic on the diffusers transformer's linears. Its scale is alpha / lora_dim as
+    LoRASpecialNetwork.__init__ sets them (toolkit/lora_special.py): every Qwen arch is a transformer model, which
+    forces `peft_format`, and a PEFT-format network sets alpha = lora_dim whatever `linear_alpha` the job gave, so
+    the scale is 1; `peft_format=False` is the other branch (the job's linear_alpha kept: old-format LoKr only)."""
 
-    def __init__(self, pipe, path, alpha_scale=1.0):
+    def __init__(self, pipe, path, linear_alpha=None, peft_format=True):
         self.modules = dict(pipe.transformer.named_modules())
         self.pairs = {}
         for key, value in load_file(path).items():
@@ -59,7 +62,9 @@ class TrainerLora:
             for suffix, role in ((".lora_A.weight", "down"), (".lora_B.weight", "up")):
                 if name.endswith(suffix):
                     self.pairs.setdefault(name[: -len(suffix)], {})[role] = value.float()
-        self.scale = alpha_scale
+        rank = next(iter(self.pairs.values()))["down"].shape[0]
+        alpha = rank if peft_format or linear_alpha is None else linear_alpha
+        self.scale = alpha / rank
         self.saved, self.hooks = {}, []
 
     def merge_in(self, multiplier):

@@ -369,7 +369,9 @@ LORA_FILES = {
     "garbage": (lambda wd: bytes(range(256)) * 4, "is not a readable safetensors file"),
     "no LoRA weights": (lambda wd: _saved({"model.weight": torch.zeros(2, 2)}), "holds no LoRA weights"),
     "down without up": (
-        lambda wd: _saved({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32)}),
+        lambda wd: _saved({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32),
+                           "transformer.transformer_blocks.0.attn.to_k.lora_A.weight": torch.zeros(4, 32),
+                           "transformer.transformer_blocks.0.attn.to_k.lora_B.weight": torch.zeros(32, 4)}),
         "has no up weight",
     ),
     "ranks differ": (

@@ -249,3 +249,28 @@ def test_import_and_run_end_to_end_on_the_tiny_model(tmp_path, monkeypatch, caps
     data = json.loads((tmp_path / "r2" / "results.json").read_text())
     assert data["cases"][0]["status"] == "error" and "changed since it was imported" in data["cases"][0]["reason"]
     assert np.asarray(Image.open(tmp_path / "baselines" / NAME / "0.jpg")).shape == (64, 64, 3)
+
+
+def test_a_lokr_job_is_imported_and_its_lora_audit_says_the_server_refuses_it(tmp_path, monkeypatch, capsys):
+    """The trainer UI's default network type: the import says at once that the reference server cannot apply the
+    checkpoint (and `validate` refuses the case file), before anyone waits for a render."""
+    from trainer_lora import Network, save
+
+    from parity.render.loading import load_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    job = make_job(tmp_path, SAMPLES)
+    transformer = load_pipeline("tiny", ".", "cpu").transformer
+    for checkpoint in job.glob("*.safetensors"):
+        save(checkpoint, transformer, Network(type="lokr"))
+    config = yaml.safe_load((job / "config.yaml").read_text())
+    config["config"]["process"][0]["network"] = {"type": "lokr", "lokr_full_rank": True}
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main(["import", str(job), "--base-model", "tiny", "--out", "cases/job.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "LoRA audit: myjob_000000500.safetensors: NOT served as trained: the reference server refuses it (LoKr)" in out
+    data = yaml.safe_load((tmp_path / "cases" / "job.yaml").read_text())
+    assert data["training"]["network_type"] == "lokr" and "alpha" not in data["training"]  # the job set none
+    assert main(["validate", "cases/job.yaml"]) == 2
+    assert "is a LoKr network, as ai-toolkit writes with `network: type: lokr`" in capsys.readouterr().out

@@ -1,8 +1,10 @@
 """Wiring as data: the reference and preview values of every knob, and which ones differ for a case."""
 
+from dataclasses import replace
+
 from parity.cases.resolve import resolve_suite
 from parity.cases.schema import load_suite
-from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, combine, differing, flip
+from parity.models.knobs import Alpha, Knob, LoraMethod, LoraScale, RuntimeFacts, combine, differing, flip
 from parity.models.qwen_image_edit_plus_2511.knobs import (
     AITK_SCHEDULER_CONFIG,
     NegativeImages,
@@ -50,7 +52,10 @@ def test_values_of_both_wirings(write_case):
     assert ref.value(Knob.CFG_RENORM) is True and pre.value(Knob.CFG_RENORM) is False
     assert ref.value(Knob.LORA_METHOD) is LoraMethod.DIFFUSERS_FUSE
     assert pre.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED  # two multipliers in the round
-    assert ref.value(Knob.LORA_SCALE) == 1.0 and pre.value(Knob.LORA_SCALE) == (1.0, 0.5)  # alpha 2 / rank 4
+    # linear_alpha 2 at rank 4 is not the trainer's strength: its Qwen networks are PEFT-format, alpha = rank
+    assert ref.value(Knob.LORA_SCALE) == LoraScale(1.0, Alpha.FILE) and pre.value(Knob.LORA_SCALE) == LoraScale(1.0, Alpha.RANK)
+    assert "the job's linear_alpha 2 (rank 4) was not used" in pre[Knob.LORA_SCALE].shown
+    assert any("linear_alpha 2 (rank 4) was not used by the trainer" in note for note in square.notes)
     assert ref.value(Knob.VAE_TILING) is False and pre.value(Knob.VAE_TILING) is True
     assert ref.value(Knob.OUTPUT) is OutputEncoding.PNG and pre.value(Knob.OUTPUT) is OutputEncoding.JPEG_75
     assert ref.value(Knob.TEXT_IMAGE_SIZE) is TextImageSize.SERVER and pre.value(Knob.TEXT_IMAGE_SIZE) is TextImageSize.ASPECT_KEPT
@@ -64,13 +69,28 @@ def test_differing_knobs_follow_the_case(write_case):
     diff = differing(reference_wiring(square, facts_for(square)), preview_wiring(square, facts_for(square)))
     # a square control image: both text-encoder resize rules give 384x384, once or twice
     assert Knob.TEXT_IMAGE_SIZE not in diff and Knob.NEGATIVE_IMAGES not in diff and Knob.TEXT_IMAGES not in diff
-    assert {Knob.CFG_RENORM, Knob.LORA_SCALE, Knob.LORA_METHOD, Knob.VAE_TILING, Knob.OUTPUT, Knob.QUANTIZATION} <= set(diff)
+    assert {Knob.CFG_RENORM, Knob.LORA_METHOD, Knob.VAE_TILING, Knob.OUTPUT, Knob.QUANTIZATION} <= set(diff)
+    assert Knob.LORA_SCALE not in diff  # the same strength on both sides, whatever the job's linear_alpha
     assert Knob.SIZE not in diff and Knob.SCHEDULER not in diff and Knob.GENERATOR not in diff
 
     diff = differing(reference_wiring(legacy, facts_for(legacy)), preview_wiring(legacy, facts_for(legacy)))
     # 48x64: the server transposes (384x448 vs 320x448...); a legacy ctrl_img reaches the trainer's text encoder twice
     assert {Knob.TEXT_IMAGE_SIZE, Knob.TEXT_IMAGES} <= set(diff)
     assert len(preview_wiring(legacy, facts_for(legacy)).value(Knob.TEXT_IMAGES)) == 2
+
+
+def test_the_lora_scale_differs_where_the_server_applies_another_strength(write_case):
+    """The server's request scale over the sample's multiplier, or a file whose `.alpha` keys the server's loader
+    applies (ai-toolkit drew the previews at alpha = rank): each is a LoRA-scale difference, shown with its numbers."""
+    case = cases_of(write_case, SUITE.replace("tiny.safetensors}", "tiny.safetensors, network_multiplier: 0.8}"))[0]
+    ref, pre = reference_wiring(case, facts_for(case)), preview_wiring(case, facts_for(case))
+    assert Knob.LORA_SCALE in differing(ref, pre) and ref[Knob.LORA_SCALE].shown == "0.8"
+    case = cases_of(write_case, SUITE)[0]
+    alpha_keys = replace(facts_for(case), lora_alpha_scale=2.0, lora_alpha_text="alpha 8 / rank 4")
+    ref = reference_wiring(case, alpha_keys)
+    assert Knob.LORA_SCALE in differing(ref, preview_wiring(case, alpha_keys))
+    assert ref[Knob.LORA_SCALE].shown == "2 (scale 1 x the file's alpha 8 / rank 4)"
+    assert ref[Knob.LORA_SCALE].effect_key == 2.0 and preview_wiring(case, alpha_keys)[Knob.LORA_SCALE].effect_key == 1.0
 
 
 def test_a_checkpoint_scheduler_that_differs_is_a_difference(write_case):

@@ -9,7 +9,7 @@ from oracle import server_generate
 from paths import INPUTS, TINY_LORA
 
 from parity.core.images import open_rgb
-from parity.models.knobs import LoraMethod
+from parity.models.knobs import Alpha, LoraMethod, LoraScale
 from parity.render.loading import load_pipeline
 from parity.render.lora import LoraState, is_tuner
 
@@ -52,11 +52,12 @@ def test_the_adapter_after_any_state_is_the_servers_fresh_set_adapters(server):
         (LoraMethod.DIFFUSERS_ADAPTER, 0.7),  # ...and the adapter again: the fused weights were restored
         (LoraMethod.DIFFUSERS_FUSE, 0.5),
         (LoraMethod.DIFFUSERS_ADAPTER, 1.0),  # from a fuse straight to the loaded scale
-        (LoraMethod.AITK_MERGE, (0.8, 1.0)),  # ai-toolkit's merge in between
+        (LoraMethod.AITK_MERGE, 0.8),  # ai-toolkit's merge in between
         (LoraMethod.DIFFUSERS_ADAPTER, 1.0),
     ]
     for method, scale in steps:
-        timings = lora.apply(method, path, scale)
+        alpha = Alpha.RANK if method is LoraMethod.AITK_MERGE else Alpha.FILE
+        timings = lora.apply(method, path, LoraScale(scale, alpha))
         if method is not LoraMethod.DIFFUSERS_ADAPTER:
             continue
         reference, _ = server[scale]
@@ -71,11 +72,11 @@ def test_the_adapter_after_any_state_is_the_servers_fresh_set_adapters(server):
 def test_a_fuse_after_the_adapter_is_a_fresh_fuse():
     path = str(TINY_LORA)
     fresh = load_pipeline("tiny", ".", "cpu")
-    LoraState.for_pipe(fresh).apply(LoraMethod.DIFFUSERS_FUSE, path, 0.6)
+    LoraState.for_pipe(fresh).apply(LoraMethod.DIFFUSERS_FUSE, path, LoraScale(0.6))
     pipe = load_pipeline("tiny", ".", "cpu")
     lora = LoraState.for_pipe(pipe)
-    lora.apply(LoraMethod.DIFFUSERS_ADAPTER, path, 0.3)
-    lora.apply(LoraMethod.DIFFUSERS_FUSE, path, 0.6)
+    lora.apply(LoraMethod.DIFFUSERS_ADAPTER, path, LoraScale(0.3))
+    lora.apply(LoraMethod.DIFFUSERS_FUSE, path, LoraScale(0.6))
     assert scalings(pipe) == scalings(fresh)
     mine, theirs = pipe.transformer.state_dict(), fresh.transformer.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in mine.items())

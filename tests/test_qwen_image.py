@@ -122,7 +122,7 @@ def test_preview_wiring_equals_the_trainers_call(write_case, tmp_path):
         scheduler=FlowMatchEulerDiscreteScheduler(**AITK_SCHEDULER), text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer, vae=pipe.vae, transformer=pipe.transformer,
     )
-    TrainerLora(trainer, str(TINY_LORA), 1.0).merge_in(1.0)
+    TrainerLora(trainer, str(TINY_LORA)).merge_in(1.0)
 
     def embeds(prompt):
         e, m = trainer.encode_prompt(prompt, device=torch.device("cpu"), num_images_per_prompt=1)
@@ -180,7 +180,7 @@ def test_every_input_moves_the_output_by_at_least_one_level(model, fuse, record_
 # VAE tiles its decode when tiling is on (the trainer's low_vram), so that knob moves pixels too.
 T2I_ABLATION = """
 model: qwen_image
-loras: [{path: loras/tiny.safetensors}]
+loras: [{path: loras/tiny.safetensors, network_multiplier: 1.0}]  # the request scale: sample 0 asks 0.7
 training: {rank: 4, alpha: 2}
 sample:
   width: 272

@@ -41,7 +41,7 @@ sample:
 # test_preview's ablation case for this model: the 2:1 picture; no low_vram (VAE tiling would add two ~1 MP
 # encodes and is the Edit-Plus tests' knob, the same code here); 2 steps (the planted knobs here act at any count).
 ABLATION = """
-loras: [{path: loras/tiny.safetensors}]
+loras: [{path: loras/tiny.safetensors, network_multiplier: 1.0}]  # the request scale: sample 0 asks 0.7
 training: {rank: 4, alpha: 2, do_cfg_norm: true}
 sample:
   width: 64
@@ -123,7 +123,7 @@ def test_preview_wiring_equals_the_trainer_replay(write_case, pipe):
     assert Knob.CFG_RENORM not in differing(reference, preview)  # the stock pipeline renormalises on both sides
     mine = engine.render(case, preview)
     engine.close()
-    lora = TrainerLora(pipe, str(TINY_LORA), 1.0)
+    lora = TrainerLora(pipe, str(TINY_LORA))
     lora.merge_in(case.requested.lora_scale)
     try:
         (image,) = (engine._image(p) for p in case.preview.text_images)

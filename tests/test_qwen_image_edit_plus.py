@@ -91,7 +91,7 @@ def test_preview_wiring_equals_the_trainer_replay(write_case, pipe_2509):
     _, preview = engine.wirings(case)
     assert preview.value(Knob.LORA_METHOD) is LoraMethod.AITK_MERGE
     mine = engine.render(case, preview)
-    lora = TrainerLora(pipe_2509, str(TINY_LORA), 1.0)
+    lora = TrainerLora(pipe_2509, str(TINY_LORA))
     lora.merge_in(case.requested.lora_scale)
     try:
         images = [engine._image(p) for p in case.effective.control_images]

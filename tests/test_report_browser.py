@@ -182,3 +182,22 @@ def test_self_contained_report_needs_no_other_file(browser, report, tmp_path):
     assert all(u.startswith(("file://", "data:")) for u in urls), urls
     shoot(browser, "self-contained")
     assert Path(SHOTS / "self-contained.png").is_file()
+
+
+def test_the_lora_audit_is_at_the_top_and_opens_to_its_facts(browser, report):
+    """One line per LoRA before the cases: whether the served LoRA is the trained one; a click shows its facts."""
+    from selenium.webdriver.common.by import By
+
+    index, _ = report
+    browser.get(index.as_uri())
+    audit = browser.find_element(By.ID, "lora-audit")
+    line = audit.find_element(By.CSS_SELECTOR, "summary.lora-line")
+    assert line.is_displayed() and line.text.startswith("tiny.safetensors: served as trained — PEFT LoRA, float16, rank 4")
+    assert "28 of 28 modules match the model's 34 linears" in line.text and "good" in line.get_attribute("class")
+    cases = browser.find_element(By.ID, "cases")
+    assert audit.location["y"] < cases.location["y"]  # before any pixel
+    facts = audit.find_element(By.TAG_NAME, "table")
+    assert not facts.is_displayed()
+    line.click()
+    assert facts.is_displayed() and "applies all of it" in facts.text and "`network: type: lora`" in facts.text
+    shoot(browser, "lora-audit")

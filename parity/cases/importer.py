@@ -229,7 +229,8 @@ def training_block(process: dict, step: int) -> dict:
         "transformer_single_file": str(model.get("name_or_path") or "").endswith(".safetensors"),
         "network_type": network.get("type", "lora"),
         "rank": int(rank) if rank is not None else 4,  # ai-toolkit's NetworkConfig default
-        "alpha": float(alpha) if alpha is not None else 1.0,  # its default alpha, whatever the rank
+        # recorded as the job wrote it (none: not written); the trainer uses alpha = rank for every Qwen network
+        "alpha": float(alpha) if alpha is not None else None,
         "save_dtype": save.get("dtype", "float16"),
         "do_cfg_norm": bool(sample.get("do_cfg_norm", False)),
     }

@@ -146,7 +146,7 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
         loras=loras,
         requested=requested,
         effective=effective,
-        notes=(*one.notes, *server_notes),
+        notes=(*one.notes, *server_notes, *_alpha_notes(training, bool(loras))),
         baseline=baseline,
         baseline_kind=kind,
         thresholds=combine(kind, suite_thresholds, sample_thresholds),
@@ -173,6 +173,18 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
         ),
     )
     return case, problems
+
+
+def _alpha_notes(training: TrainingEntry, lora: bool) -> tuple[str, ...]:
+    """A job whose linear_alpha differs from its rank: ai-toolkit did not use it (toolkit/lora_special.py: every Qwen
+    arch is a transformer model, so the network is PEFT-format, and then alpha = lora_dim)."""
+    if not lora or training.alpha is None or not training.rank or training.alpha == training.rank:
+        return ()
+    return (
+        (f"the job's linear_alpha {training.alpha:g} (rank {training.rank}) was not used by the trainer: ai-toolkit builds "
+        "every Qwen network in PEFT format with alpha = rank, so its previews were drawn at strength = the sample's "
+        "multiplier (and the saved file has no .alpha keys)"),
+    )
 
 
 def _baseline(loaded: LoadedSuite, one: TrainerSample, kind: BaselineKind, baselines_dir: str, imported) -> tuple[str | None, list[Problem]]:

@@ -199,11 +199,14 @@ class TrainingEntry:
         "which turns zero_cond_t off.",
         False,
     )
-    network_type: str | None = key("network.type, e.g. lora or lokr (recorded).")
+    network_type: str | None = key(
+        "network.type, e.g. lora or lokr (recorded; the LoRA file itself says what it is: see the report's LoRA audit)."
+    )
     rank: int | None = key("network.linear (rank).", minimum=1)
     alpha: float | None = key(
-        "network.linear_alpha: the trainer scales the LoRA by alpha / rank, but saves no alpha keys, so "
-        "diffusers applies it at alpha = rank.",
+        "network.linear_alpha, as the job config says (recorded): ai-toolkit does not use it for any Qwen arch (their "
+        "networks are PEFT-format, with alpha = rank and no .alpha keys saved), so the previews' LoRA strength is the "
+        "sample's multiplier; a case notes it when it differs from the rank.",
         minimum=0,
     )
     save_dtype: str | None = key("save.dtype of the LoRA file (ai-toolkit default float16; recorded).")

@@ -10,6 +10,7 @@ from parity.cases import lorafile
 from parity.cases.case import Case
 from parity.cases.resolve import resolve_suite
 from parity.cases.schema import LoadedSuite, load_suite
+from parity.cases.trainer import join
 from parity.core.errors import CaseFileError, CaseRunError, ModelLoadError, Problem
 from parity.core.images import open_with_notes
 from parity.core.thresholds import BaselineKind
@@ -46,10 +47,15 @@ def load_cases(path: str | Path, decode_images: bool = False) -> list[Case]:
     (`parity validate`): also decode every control image as the run will; a run leaves that to each case, so
     that one unreadable image is one error row and the file's other cases still run."""
     loaded = load_suite(path)
-    cases = resolve_suite(loaded)
-    problems = check_files(loaded, cases, decode_images)
+    loras = tuple(join(str(loaded.path.parent), entry.path) for entry in loaded.spec.loras)
+    problems = lora_problems(loaded, loras)
+    try:
+        cases = resolve_suite(loaded)
+        problems += check_files(loaded, cases, decode_images)
+    except CaseFileError as exc:
+        problems += exc.problems
     if problems:
-        raise CaseFileError(problems)
+        raise CaseFileError(problems, loras, loaded.spec.training)
     return cases
 
 
@@ -64,14 +70,21 @@ def load_all(paths: list[Path], decode_images: bool = False) -> list[SuiteLoad]:
     return result
 
 
-def check_files(loaded: LoadedSuite, cases: list[Case], decode_images: bool = False) -> list[Problem]:
-    """Problems for control images, LoRAs, preview baselines and local base models that do not exist."""
+def lora_problems(loaded: LoadedSuite, loras: tuple[str, ...]) -> list[Problem]:
+    """The loader's own first check of each LoRA (no torch): a file it cannot read, or one the reference server's
+    loader refuses (its kind of network, dtype, keys and shapes), said as the server's behaviour and the fix."""
     problems: list[Problem] = []
-    for i, lora in enumerate(cases[0].loras if cases else ()):
-        try:  # the loader's own first check: header, key names and shapes that fit together (no torch)
-            lorafile.inspect(lora.path)
+    for i, path in enumerate(loras):
+        try:
+            lorafile.check(path)
         except ModelLoadError as exc:
-            problems.append(loaded.problem(f"loras[{i}].path", lora.path, exc.what, exc.fix))
+            problems.append(loaded.problem(f"loras[{i}].path", path, exc.what, exc.fix))
+    return problems
+
+
+def check_files(loaded: LoadedSuite, cases: list[Case], decode_images: bool = False) -> list[Problem]:
+    """Problems for control images, preview baselines and local base models that do not exist."""
+    problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for case in cases:
         for path, key in zip(case.effective.control_images, case.control_keys):

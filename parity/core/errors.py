@@ -32,10 +32,13 @@ def _show(value: object) -> str:
 
 
 class CaseFileError(ParityError):
-    """A case file that cannot be used; carries every problem found in it."""
+    """A case file that cannot be used; carries every problem found in it, and the LoRAs it names (so that the
+    report's LoRA audit can still say what they are)."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], loras: tuple[str, ...] = (), training: object = None):
         self.problems = list(problems)
+        self.loras = loras  # the LoRA files the case file names, absolute (empty when it did not parse)
+        self.training = training  # its `training:` block (parity.cases.schema.TrainingEntry), when it parsed
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

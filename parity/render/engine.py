@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from parity.cases import lorafile
 from parity.cases.case import Case
 from parity.core import envclass
 from parity.core import offload as offloading
 from parity.core.environment import reproducible_cpu_math
-from parity.core.errors import CaseRunError, LoraRefused
+from parity.core.errors import CaseRunError, LoraRefused, ModelLoadError
 from parity.core.images import encode_output, open_with_notes
 from parity.models import DEFAULT_MODEL, part
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
@@ -232,8 +233,12 @@ class Engine:
             zero_cond_t=bool(pipe.transformer.config.zero_cond_t),
             dtype=str(pipe.transformer.dtype).replace("torch.", ""),
             image_sizes={p: self._image(p).size for p in paths},
-            lora_file_dtype=_file_dtype(case.loras[0].path) if case.loras else None,
+            **(_lora_file_facts(case.loras[0].path) if case.loras else {}),
         )
+
+    def loaded_lora(self):
+        """What loading the LoRA on the model in hand showed (parity.render.lora.LoadedLora; None: none loaded)."""
+        return self._loaded.lora.fused.loaded if self._loaded is not None else None
 
     def wirings(self, case: Case) -> tuple[Wiring, Wiring]:
         """The reference and the preview wiring of a case, with this model's facts."""
@@ -540,15 +545,10 @@ def _copy_note(lora: LoraState, seconds: float, device: str) -> str:
     )
 
 
-def _file_dtype(path: str) -> str | None:
+def _lora_file_facts(path: str) -> dict[str, object]:
+    """The RuntimeFacts a LoRA file gives: its weights' dtype and the alpha the server's loader applies."""
     try:
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as fh:
-            for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
-                raw = str(fh.get_slice(key).get_dtype()).upper()
-                return {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}.get(raw, raw.lower())
-    except (OSError, ValueError):
-        return None
-    return None
-
+        lora = lorafile.inspect(path)
+    except ModelLoadError:
+        return {}  # the case's own LoRA check says what is wrong with the file
+    return {"lora_file_dtype": lora.dtype_text or None, "lora_alpha_scale": lora.alpha_scale(), "lora_alpha_text": lora.alpha_text}

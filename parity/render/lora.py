@@ -8,8 +8,10 @@ branch.
   `set_weights_and_activate_adapters` (PEFT's scaling = scale x alpha / r, absolute, so a switch is exact).
 - AitkLora: ai-toolkit's own network as its sampler applies it (toolkit/network_mixins.py): `merge_in` adds
   `multiplier * (up @ down) * scale` computed in float32 and writes it back in the model dtype; unmerged, each
-  targeted linear adds `(up(down(x.float())) * scale) * multiplier`, cast to the output dtype.
-- LoraState: keeps one of them active on a pipeline and switches between them exactly.
+  targeted linear adds `(up(down(x.float())) * scale) * multiplier`, cast to the output dtype. `scale` is alpha /
+  rank as the trainer sets it: 1 for every Qwen network (PEFT format: alpha = rank), whatever the job's linear_alpha.
+- LoraState: keeps one of them active on a pipeline and switches between them exactly; a LoraScale (the multiplier
+  and which alpha goes with it) becomes each one's arithmetic here.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from parity.cases import lorafile
 from parity.core.errors import LoraRefused, ModelLoadError
-from parity.models.knobs import LoraMethod
+from parity.models.knobs import Alpha, LoraMethod, LoraScale
 from parity.render.checkpoint import CheckpointWeights
 
 ADAPTER = "lora"
@@ -36,29 +38,58 @@ def lora_module_names(path: str) -> set[str]:
     return set(lorafile.inspect(path).layers)
 
 
+@dataclass(frozen=True)
+class LoadedLora:
+    """What loading a LoRA into the model showed, for its audit: how its modules meet the model's linears, and
+    whether its weights change anything."""
+
+    path: str
+    modules_in_file: int
+    modules_matched: int
+    linears_in_model: int
+    unmatched: tuple[str, ...]
+    changes_nothing: str | None  # why it changes nothing (every lora_B zero, ...); None: it changes the model
+
+
 def check_fits(
     path: str, transformer: torch.nn.Module, allow_partial: bool
 ) -> tuple[dict[str, torch.nn.Module], set[str]]:
     """The transformer's linears the LoRA targets, and every module name it targets; checked before anything is
-    loaded into the model: every file problem, unmatched names (unless allowed) and shapes that do not fit, each a
-    LoraRefused with its fix."""
+    loaded into the model: a file the server's loader refuses, names that match nothing (or only some, unless
+    allowed) and shapes that do not fit, each a LoraRefused that says what the server does and the fix."""
     try:
-        info = lorafile.inspect(path)
+        info = lorafile.check(path)
     except ModelLoadError as exc:
         raise LoraRefused(exc.what, exc.fix) from None
-    modules = dict(transformer.named_modules())
-    linears = {n: m for n, m in modules.items() if isinstance(m, torch.nn.Linear)}
+    linears = model_linears(transformer)
     wanted = set(info.layers)
     missing = sorted(wanted - set(linears))
     if missing and (not allow_partial or len(missing) == len(wanted)):
-        raise LoraRefused(*_unmatched(path, missing, wanted, allow_partial))
+        raise LoraRefused(*_unmatched(path, missing, wanted))
     misfits = lorafile.shape_problems(info, {n: (m.in_features, m.out_features) for n, m in linears.items()})
     if misfits:
         raise LoraRefused(
-            f"LoRA {path}: {len(misfits)} of {len(wanted)} layers do not fit the model's shapes ({_shown(misfits)})",
+            f"LoRA {path}: {len(misfits)} of {len(wanted)} layers do not fit the model's shapes ({_shown(misfits)}): "
+            "the reference server's loader refuses it too (PEFT raises a size mismatch), so nothing renders",
             "use a LoRA trained for this base model (the rank may be anything; the layers' sizes must match)",
         )
     return {n: linears[n] for n in wanted if n in linears}, wanted
+
+
+def model_linears(transformer: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    return {n: m for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def changes_nothing(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str | None:
+    """Why a LoRA's targeted layers add nothing to the model ({module: (down, up)}), or None: every lora_B all zero
+    (a step-0 checkpoint: ai-toolkit initialises lora_B to zeros), or else a zero factor in every layer."""
+    if not pairs or any(t.is_meta for pair in pairs.values() for t in pair):
+        return None
+    if all(not torch.any(up) for _, up in pairs.values()):
+        return f"this LoRA changes nothing: every lora_B is zero ({len(pairs)} targeted layers), as in a step-0 checkpoint"
+    if all(not torch.any(down) or not torch.any(up) for down, up in pairs.values()):
+        return f"this LoRA changes nothing: each of its {len(pairs)} targeted layers has an all-zero lora_A or lora_B"
+    return None
 
 
 def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -102,6 +133,7 @@ class FusedLora:
         self.scale: float | None = None  # None: loaded as from disk (PEFT's scaling alpha / r), nothing applied
         self.fused = True  # how `scale` is applied: fused into the weights, or as the adapter's scaling
         self.notes: list[str] = []
+        self.loaded: LoadedLora | None = None  # what loading the LoRA showed (its audit's model side)
         self._pristine: _Pristine | None = None
         # False: the run's plan fuses this one LoRA at one scale on this model and never leaves it, so the copy of
         # the targeted weights that a restore needs is not made (at full size: ~40 GB of GPU memory not taken)
@@ -157,6 +189,7 @@ class FusedLora:
         start = time.perf_counter()
         targets, wanted = check_fits(path, self.pipe.transformer, allow_partial)
         missing = sorted(wanted - set(targets))
+        linears = len(model_linears(self.pipe.transformer))  # counted before PEFT adds its own
         checked = time.perf_counter()
         folder, name = os.path.split(path)
         try:
@@ -169,15 +202,16 @@ class FusedLora:
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             self._unload_after_failure()
             raise ModelLoadError(
-                f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]}",
-                "check that it is a LoRA for Qwen-Image-Edit (ai-toolkit or diffusers key format)",
+                f"LoRA {path} could not be loaded: {str(exc).splitlines()[0]} (the reference server makes this same "
+                "call, so it fails on this file too)",
+                "check that it is a LoRA for this model, saved by ai-toolkit or in diffusers' key format",
             ) from None
         loaded = time.perf_counter()
         wrapped = self._wrapped()
         unwrapped = sorted(wanted - set(wrapped) - set(missing))
         if unwrapped or not wrapped:
             self.pipe.unload_lora_weights()
-            raise ModelLoadError(*_unmatched(path, unwrapped or sorted(wanted), wanted, False))
+            raise ModelLoadError(*_unmatched(path, unwrapped or sorted(wanted), wanted))
         try:
             self._check_loaded_finite(path, wrapped)
         except LoraRefused as refused:
@@ -191,7 +225,14 @@ class FusedLora:
         self.notes = []
         if missing:
             note = f"LoRA {os.path.basename(path)}: {len(missing)} of {len(wanted)} target modules match nothing"
-            self.notes = [f"{note} (allowed by allow_partial_lora): {_shown(missing)}"]
+            self.notes = [
+                f"{note} (allowed by allow_partial_lora; the reference server drops them too and applies the rest): "
+                + _shown(missing)
+            ]
+        nothing = changes_nothing(_adapter_pairs(wrapped))
+        if nothing is not None:
+            self.notes.append(f"LoRA {os.path.basename(path)}: {nothing}")
+        self.loaded = LoadedLora(path, len(wanted), len(targets), linears, tuple(missing), nothing)
         self.path = path
 
     def _check_loaded_finite(self, path: str, wrapped: dict[str, torch.nn.Module]) -> None:
@@ -230,7 +271,7 @@ class FusedLora:
         drops the model after any failed case, so the next case never sees this one's leftovers)."""
         with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
             self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine, self.fused, self.notes = None, None, None, True, []
+        self.path, self.scale, self._pristine, self.fused, self.notes, self.loaded = None, None, None, True, [], None
         self._restoring = False
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
@@ -328,7 +369,17 @@ class FusedLora:
         if self.scale is not None and self.fused:
             self._restore()
         self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine, self.fused, self.notes = None, None, None, True, []
+        self.path, self.scale, self._pristine, self.fused, self.notes, self.loaded = None, None, None, True, [], None
+
+
+def _adapter_pairs(wrapped: dict[str, torch.nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The loaded adapter's (lora_A, lora_B) weights per wrapped module."""
+    pairs = {}
+    for name, module in wrapped.items():
+        down, up = getattr(module, "lora_A", {}), getattr(module, "lora_B", {})
+        if ADAPTER in down and ADAPTER in up:
+            pairs[name] = (down[ADAPTER].weight, up[ADAPTER].weight)
+    return pairs
 
 
 def _any_hooked(pipe) -> bool:
@@ -347,13 +398,21 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
-def _unmatched(path: str, missing: list[str], wanted: set[str], allowed: bool) -> tuple[str, str]:
-    what = f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match nothing in the transformer ({_shown(missing)})"
-    if allowed:
-        return what, "no module matches at all: the LoRA is for another model"
-    return what, (
-        "the LoRA was trained for another model or saved with unknown key names; an unmatched LoRA would silently "
-        "leave the base model unchanged (set `allow_partial_lora: true` in the case file to accept a partial match)"
+def _unmatched(path: str, missing: list[str], wanted: set[str]) -> tuple[str, str]:
+    """A LoRA with names the model does not have: what the reference server does with it, and the fix."""
+    if len(missing) == len(wanted):
+        return (
+            (f"LoRA {path}: none of its {len(wanted)} target modules exists in this model's transformer ({_shown(missing)}): "
+            "it is a LoRA for another model, and the reference server refuses it (PEFT raises "
+            "`NoMatchingPeftModuleError: Target modules … not found in the base model`), so nothing renders"),
+            "use the LoRA trained for this base model, or set `model:` / `base_model:` to the model it was trained for",
+        )
+    return (
+        (f"LoRA {path}: {len(missing)} of {len(wanted)} target modules match nothing in the transformer ({_shown(missing)}): "
+        f"the reference server applies the {len(wanted) - len(missing)} that match and drops these with a warning "
+        "(diffusers logs `unexpected keys`), so it serves less than was trained"),
+        ("use the LoRA trained for this base model; or set `allow_partial_lora: true` in the case file to compare what "
+        "the server serves (the report lists the dropped modules)"),
     )
 
 
@@ -417,7 +476,7 @@ def _sync(pipe) -> None:
 
 def lora_pairs(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(down, up) weight pairs of a LoRA file by transformer module name, as float32 like ai-toolkit's network.
-    Read after check_fits, whose lorafile.inspect has already refused files with an incomplete pair."""
+    Read after check_fits, whose lorafile.check has already refused files with an incomplete pair."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
@@ -431,34 +490,53 @@ def lora_pairs(path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return {name: (p["down"], p["up"]) for name, p in pairs.items()}
 
 
+def alpha_scales(path: str, alpha: Alpha) -> dict[str, float]:
+    """Each module's alpha / rank as a side applies it: the file's `.alpha` keys (the server's loader), or 1 for
+    every layer (ai-toolkit's Qwen networks: alpha = rank)."""
+    if alpha is Alpha.RANK:
+        return {}
+    return {name: scale for name, scale in lorafile.inspect(path).alpha_scales().items() if scale is not None}
+
+
+def diffusers_scale(path: str, scale: LoraScale) -> float:
+    """The `lora_scale` that makes diffusers apply `scale`: the request's scale as it is (its loader bakes the file's
+    alpha into the weights), or divided by the file's alpha / rank where `scale` wants alpha = rank."""
+    if scale.alpha is Alpha.FILE:
+        return scale.multiplier
+    factor = lorafile.inspect(path).alpha_scale()
+    return scale.multiplier if factor in (None, 1.0) else scale.multiplier / factor
+
+
 class AitkLora:
     """ai-toolkit's LoRA, merged (float32 delta) or as an unmerged float32 branch; pristine weights kept."""
 
     def __init__(self, pipe):
         self.pipe = pipe
-        self.state: tuple | None = None  # (method, path, multiplier, scale)
+        self.state: tuple | None = None  # (method, path, scale)
         self._pristine: dict[str, torch.Tensor] = {}
         self._hooks: list = []
 
-    def apply(self, method: LoraMethod, path: str, multiplier: float, scale: float, allow_partial: bool = False) -> None:
-        state = (method, path, multiplier, scale)
+    def apply(self, method: LoraMethod, path: str, scale: LoraScale, allow_partial: bool = False) -> None:
+        state = (method, path, scale)
         if state == self.state:
             return
         self.clear()
         modules, _ = check_fits(path, self.pipe.transformer, allow_partial)
         pairs = {name: pair for name, pair in lora_pairs(path).items() if name in modules}
+        layer_scales = alpha_scales(path, scale.alpha)
+        multiplier = scale.multiplier
         device = self.pipe.transformer.device
         if method is LoraMethod.AITK_MERGE:
             for name, (down, up) in pairs.items():
                 linear = modules[name]
                 self._pristine[name] = linear.weight.data.clone()
                 weight = linear.weight.data.float()
-                merged = weight + multiplier * (up.to(device) @ down.to(device)) * scale
+                merged = weight + multiplier * (up.to(device) @ down.to(device)) * layer_scales.get(name, 1.0)
                 linear.weight.data.copy_(merged.to(linear.weight.dtype))
         else:
-            runtime_scale = torch.tensor(scale, dtype=torch.float32, device=device)
             torch_multiplier = torch.tensor((multiplier,)).to(device, dtype=torch.float32)
             for name, (down, up) in pairs.items():
+                runtime_scale = torch.tensor(layer_scales.get(name, 1.0), dtype=torch.float32, device=device)
                 self._hooks.append(
                     modules[name].register_forward_hook(_branch(down.to(device), up.to(device), runtime_scale, torch_multiplier))
                 )
@@ -527,15 +605,17 @@ class LoraState:
         """What the transformer's weights are now (equal keys: equal weights)."""
         return (self.fused.path, self.fused.scale, self.fused.fused, self.aitk.state)
 
-    def apply(self, method: LoraMethod, path: str | None, scale: object, allow_partial: bool = False) -> dict[str, float]:
-        """`scale`: a float for diffusers; (multiplier, alpha/rank) for ai-toolkit, kept apart as it computes."""
+    def apply(
+        self, method: LoraMethod, path: str | None, scale: LoraScale | None, allow_partial: bool = False
+    ) -> dict[str, float]:
+        """Put `path` on the model at `scale` the way `method` applies it (None: no LoRA)."""
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        if method in (LoraMethod.DIFFUSERS_FUSE, LoraMethod.DIFFUSERS_ADAPTER) and path is not None:
+        if method in (LoraMethod.DIFFUSERS_FUSE, LoraMethod.DIFFUSERS_ADAPTER) and path is not None and scale is not None:
             self.aitk.clear()
-            value = scale[0] * scale[1] if isinstance(scale, tuple) else scale
+            value = diffusers_scale(path, scale)
             return self.fused.apply(path, float(value), allow_partial, fuse=method is LoraMethod.DIFFUSERS_FUSE)
-        if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None:
+        if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None and scale is not None:
             if _any_hooked(self.fused.pipe):  # refused before anything changes: the model stays loaded
                 raise LoraRefused(
                     "ai-toolkit's LoRA (the preview wiring: --diagnose, draw-previews) is applied to weights on the "
@@ -544,8 +624,7 @@ class LoraState:
                     "`offload: none` in the case file)",
                 )
             timings.update(self.fused.apply(None, None))
-            multiplier, alpha_scale = scale if isinstance(scale, tuple) else (scale, 1.0)
-            self.aitk.apply(method, path, multiplier, alpha_scale, allow_partial)
+            self.aitk.apply(method, path, scale, allow_partial)
             timings["lora_fuse"] = time.perf_counter() - start
             return timings
         self.aitk.clear()

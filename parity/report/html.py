@@ -17,6 +17,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from parity.cases.loraaudit import LoraAudit
 from parity.core.atomic import write_text
 from parity.core.environment import env_changes
 from parity.core.visible import visible
@@ -123,6 +124,35 @@ class CaseView:
 
 
 @dataclass(frozen=True)
+class LoraView:
+    """One LoRA of the audit: its line, marked by whether the server serves it as trained, and its facts."""
+
+    line: str
+    row_class: str
+    facts: tuple[tuple[str, str], ...]
+
+
+def lora_view(entry: LoraAudit) -> LoraView:
+    modules = str(entry.modules_in_file)
+    if entry.modules_matched is not None:
+        modules = f"{entry.modules_matched} of {entry.modules_in_file} in the file match; the model ({entry.model}) has {entry.linears_in_model} linears"
+    facts = (
+        ("file", entry.path),
+        ("kind", entry.format),
+        ("trainer setting", entry.trainer_setting),
+        ("dtype, rank", f"{entry.dtype or '—'}, rank {entry.rank}"),
+        ("alpha: trainer", entry.alpha_trainer),
+        ("alpha: server", entry.alpha_server),
+        ("modules", modules),
+        ("reference server", f"{entry.server_action.value}: {entry.server_detail}"),
+        *((("dropped by the server", ", ".join(entry.dropped)),) if entry.dropped else ()),
+        *((("effect", entry.changes_nothing),) if entry.changes_nothing else ()),
+    )
+    bad = not entry.served_as_trained or entry.changes_nothing
+    return LoraView(visible(entry.line), "bad" if bad else "good", tuple((k, visible(v)) for k, v in facts))
+
+
+@dataclass(frozen=True)
 class ReportView:
     title: str
     complete: bool
@@ -134,6 +164,7 @@ class ReportView:
     env_banner: str
     rows: tuple[SummaryRow, ...]
     cases: tuple[CaseView, ...]
+    loras: tuple[LoraView, ...] = ()
 
 
 def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_contained: bool = False) -> ReportView:
@@ -187,6 +218,7 @@ def build_view(run: RunInfo, results: list[CaseResult], out_dir: Path, self_cont
         env_banner=banner,
         rows=tuple(_summary_row(anchor[r.id], r) for r in ordered),
         cases=cases,
+        loras=tuple(lora_view(entry) for entry in run.loras),
     )
 
 

@@ -29,9 +29,20 @@ def merge_results(inputs: list[Path], out: Path) -> ReportPaths:
         complete=all(r.complete for r in runs),
         command=" + ".join(r.command for r in runs),
         unused_baselines=tuple(dict.fromkeys(path for r in runs for path in r.unused_baselines)),
+        loras=_merged_loras(runs),
     )
     write_json(out / "results.json", merged, results)
     return ReportPaths(out / "results.json", write_report(out, merged, results))
+
+
+def _merged_loras(runs: list[RunInfo]) -> tuple:
+    """Each LoRA and model once; an audit checked against the model wins over the file's own."""
+    found: dict = {}
+    for entry in (e for r in runs for e in r.loras):
+        key = (entry.path, entry.model)
+        found.setdefault(key, entry)
+    checked = {path for path, model in found if model is not None}
+    return tuple(e for (path, model), e in found.items() if model is not None or path not in checked)
 
 
 def _copy_images(paths: CasePaths, source: Path, out: Path) -> CasePaths:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.cases.case import Settings
+from parity.cases.loraaudit import LoraAudit
 from parity.core.atomic import write_text
 from parity.core.thresholds import Thresholds
 from parity.judge.compare import Metrics, Violation
@@ -43,7 +44,12 @@ def _same(*names: str) -> tuple[tuple[str, str], ...]:
 FORMAT: dict[type, tuple[tuple[str, str], ...]] = {
     RunInfo: _same(
         "started", "finished", "complete", "device", "base_model_override", "environment", "command", "report_seconds",
-        "unused_baselines",
+        "unused_baselines", "loras",
+    ),
+    LoraAudit: _same(
+        "path", "format", "trainer_setting", "dtype", "rank", "alpha_trainer", "alpha_server", "modules_in_file",
+        "modules_matched", "linears_in_model", "model", "dropped", "server_action", "server_detail", "changes_nothing",
+        "differences", "served_as_trained", "line",
     ),
     CaseResult: _same(
         "id", "suite", "suite_file", "name", "status", "reason", "index", "metrics", "thresholds", "violations",
@@ -126,7 +132,8 @@ def decode(tp: Any, value: Any) -> Any:
         return tp(value)
     if tp in FORMAT:
         hints = typing.get_type_hints(tp)
-        return tp(**{attr: decode(hints[attr], value[key]) for key, attr in FORMAT[tp] if key in value})
+        # keys that read a property (written for the reader, e.g. a LoRA audit's one line) are not read back
+        return tp(**{attr: decode(hints[attr], value[key]) for key, attr in FORMAT[tp] if key in value and attr in hints})
     if tp is float and isinstance(value, (str, int)):
         return float(value)  # "inf", "-inf", "nan"; a whole number written without a point
     return value

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.cases.case import Settings
+from parity.cases.loraaudit import LoraAudit
 from parity.core.thresholds import Thresholds
 from parity.judge.baselines import BaselineAction
 from parity.judge.compare import Metrics, Violation
@@ -80,6 +81,7 @@ class RunInfo:
     command: str
     report_seconds: float | None = None
     unused_baselines: tuple[str, ...] = ()  # pinned baselines no case of the run's suites uses (never deleted)
+    loras: tuple[LoraAudit, ...] = ()  # the LoRA audit: each LoRA the run's case files name, as both sides see it
 
 
 def counts(results: list[CaseResult]) -> dict[str, int]:

@@ -41,6 +41,7 @@ from parity.judge.verdict import case_status
 from parity.models.knobs import Knob, Setting
 from parity.results.format import write_json
 from parity.results.record import CasePaths, CaseResult, JpegCheck, ReportPaths, RunInfo, Status
+from parity.run.loras import LoraBook
 from parity.run.outdir import OutputLock
 from parity.run.planner import schedule
 
@@ -73,6 +74,7 @@ class ParitySession:
     _suite_files: dict[str, None] = field(default_factory=dict)  # the case files of the cases run, in order
     unused_baselines: tuple[str, ...] = ()  # found when the report is written
     _expected: list[Case] | None = None  # the planned cases, in order, for the engine (see Engine.expect)
+    loras: LoraBook = field(default_factory=LoraBook)  # the LoRA audit of every LoRA the run's case files name
 
     def claim(self) -> None:
         """Check the report folder and hold it for this run (OutDirError: unusable, or another run holds it).
@@ -102,6 +104,7 @@ class ParitySession:
         """Render, settle the baseline, compare; any failure becomes this case's error row."""
         self.claim()
         self._suite_files[case.suite_file] = None
+        self.loras.saw_case(case)
         start = time.perf_counter()
         try:
             result = self._run(case)
@@ -141,15 +144,20 @@ class ParitySession:
 
     def plan(self, loads: list[SuiteLoad], shard: tuple[int, int] | None = None) -> list[Case]:
         """The cases to run, in the planner's order and cut to `shard` (i, n); each unusable case file becomes
-        one error row now, and the other files run."""
+        one error row now, and the other files run. Every LoRA named gets its audit now, before any pixel."""
         for load in loads:
             if load.error is not None:
                 self.add_invalid_file(load.path, load.error)
+            for case in load.cases:
+                self.loras.saw_case(case)
         cases, _ = schedule([case for load in loads for case in load.cases], shard)
         return cases
 
     def add_invalid_file(self, path: Path, error: CaseFileError) -> CaseResult:
-        """An unusable case file becomes one error row; the other files still run."""
+        """An unusable case file becomes one error row; the other files still run. Its LoRAs are audited all the
+        same (a file the server refuses is the commonest reason)."""
+        for lora in error.loras:
+            self.loras.saw_file(lora, error.training)
         result = CaseResult(
             id=f"{path.stem}::(case file)",
             suite=path.stem,
@@ -187,6 +195,7 @@ class ParitySession:
         if choice.missing_set and not self.options.update:
             return self._skipped(case, choice)
         rendered = self.engine.render(case)
+        self.loras.loaded(case, self.engine.loaded_lora())
         timings = dict(rendered.timings)
         folder = self._case_dir(case)
         start = time.perf_counter()
@@ -363,6 +372,7 @@ class ParitySession:
             base_model_override=self.options.base_model,
             environment=fingerprint(device_info),
             command=self.options.command,
+            loras=self.loras.entries(),
         )
 
     def _case_dir(self, case: Case) -> Path:

@@ -11,7 +11,7 @@ import enum
 
 from parity.cases.case import Case
 from parity.core.images import OutputEncoding
-from parity.models.knobs import PREVIEW_FORMATS, Knob, LoraMethod, RuntimeFacts, Setting, Wiring
+from parity.models.knobs import PREVIEW_FORMATS, Alpha, Knob, LoraMethod, LoraScale, RuntimeFacts, Setting, Wiring
 from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
 from parity.models.qwen_image_edit_plus_2511.spec import AITK_SCHEDULER_CONFIG
 
@@ -27,8 +27,10 @@ KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
         "yes",
     ),
     Knob.LORA_SCALE: (
-        "the request's scale (`loras[].network_multiplier`, else the sample's)",
-        "the sample's multiplier x alpha / rank (the saved file has no alpha keys)",
+        ("the request's scale (`loras[].network_multiplier`, else the sample's), x alpha / rank where the file has "
+        "`.alpha` keys"),
+        ("the sample's multiplier: ai-toolkit builds Qwen networks in PEFT format with alpha = rank (the job's "
+        "`linear_alpha` is not used) and saves no `.alpha` keys"),
         "yes",
     ),
     Knob.LORA_METHOD: (
@@ -112,7 +114,7 @@ def reference_wiring(case: Case, facts: RuntimeFacts, lora_method: LoraMethod = 
                 Knob.SCHEDULER,
                 Setting(facts.scheduler_config, f"FlowMatchEuler, checkpoint config: {_scheduler_text(facts.scheduler_config)}", key=facts.scheduler_config),
             ),
-            (Knob.LORA_SCALE, Setting(eff.lora_scale, "none" if eff.lora_scale is None else f"{eff.lora_scale:g}")),
+            (Knob.LORA_SCALE, _reference_scale(case, facts)),
             (Knob.LORA_METHOD, _method(lora_method if lora else LoraMethod.NONE)),
             (Knob.CFG_RENORM, cfg_setting(case, True, "always (diffusers rescales to the conditional norm)")),
             (Knob.TEXT_IMAGES, Setting(eff.control_images, _names(eff.control_images))),
@@ -157,7 +159,7 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
         (
             (Knob.SIZE, Setting((pre.width, pre.height), f"{pre.width}x{pre.height} (round to 8, at least 64, floor to 32)")),
             (Knob.SCHEDULER, Setting(items, f"ai-toolkit CustomFlowMatchEuler, hard-coded: {_scheduler_text(items)}", key=items)),
-            (Knob.LORA_SCALE, _preview_scale(case)),
+            (Knob.LORA_SCALE, _preview_scale(case, facts)),
             (Knob.LORA_METHOD, _method(method)),
             (Knob.CFG_RENORM, cfg_setting(case, case.do_cfg_norm, f"do_cfg_norm: {str(case.do_cfg_norm).lower()}")),
             (Knob.TEXT_IMAGES, Setting(pre.text_images, _names(pre.text_images))),
@@ -208,18 +210,31 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
     )
 
 
-def _preview_scale(case: Case) -> Setting:
-    """ai-toolkit applies multiplier and alpha/rank as two factors; the value keeps them apart, the key is the
-    strength they make together."""
+def _reference_scale(case: Case, facts: RuntimeFacts) -> Setting:
+    """The request's scale, with the alpha the server's loader takes from the file (`.alpha` keys, else alpha = rank)."""
+    scale = case.effective.lora_scale
+    if scale is None:
+        return Setting(None, "none")
+    value = LoraScale(scale, Alpha.FILE)
+    key = value.strength(facts.lora_alpha_scale)
+    if not facts.lora_alpha_text:
+        return Setting(value, f"{scale:g}", key=key)
+    strength = "varies by layer" if facts.lora_alpha_scale is None else f"{key:g}"
+    return Setting(value, f"{strength} (scale {scale:g} x the file's {facts.lora_alpha_text})", key=key)
+
+
+def _preview_scale(case: Case, facts: RuntimeFacts) -> Setting:
+    """The sample's multiplier: ai-toolkit's Qwen networks are PEFT-format, and `LoRASpecialNetwork` then sets
+    alpha = rank, so the job's linear_alpha never reaches the previews."""
     if not case.loras:
         return Setting(None, "none")
     multiplier = case.requested.lora_scale or 0.0
+    value = LoraScale(multiplier, Alpha.RANK)
     t = case.training
-    if t.rank and t.alpha is not None and t.alpha != t.rank:
-        alpha_scale = t.alpha / t.rank
-        shown = f"{multiplier * alpha_scale:g} (multiplier {multiplier:g} x alpha {t.alpha:g} / rank {t.rank})"
-        return Setting((multiplier, alpha_scale), shown, key=multiplier * alpha_scale)
-    return Setting((multiplier, 1.0), f"{multiplier:g} (the sample's multiplier)", key=multiplier)
+    ignored = ""
+    if t.alpha is not None and t.rank and t.alpha != t.rank:
+        ignored = f"; the job's linear_alpha {t.alpha:g} (rank {t.rank}) was not used"
+    return Setting(value, f"{multiplier:g} (the sample's multiplier, alpha = rank{ignored})", key=value.strength(facts.lora_alpha_scale))
 
 
 def _method(method: LoraMethod) -> Setting:
