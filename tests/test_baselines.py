@@ -14,14 +14,15 @@ H200, L40S = parse("cuda-bfloat16-sm90"), parse("cuda-bfloat16-sm89")
 OUT = np.zeros((8, 8, 3), dtype=np.uint8)
 
 
-def case_with(tmp_path, kind=BaselineKind.PINNED, name="b.png"):
+def case_with(tmp_path, kind=BaselineKind.PINNED, name="b.png", named=False):
     from parity.cases.case import Case, Settings
 
     settings = Settings("p", "", 64, 64, 1, 2, 4.0, None, ())
     return Case(
         id="s::0", suite="s", suite_file="s.yaml", index=0, name="0", model="m", base_model="tiny", base_dir=".",
         trigger_word=None, loras=(), requested=settings, effective=settings, notes=(), baseline=str(tmp_path / name),
-        baseline_kind=kind, thresholds=None, do_cfg_norm=False,
+        baseline_kind=kind, thresholds=None, do_cfg_norm=False, baseline_named=named,
+        baseline_key="sample.samples[0].baseline" if named else "",
     )
 
 
@@ -122,3 +123,35 @@ def test_no_temporary_files_are_left(tmp_path):
     case = case_with(tmp_path)
     settle(case, choose(case, AVX2), OUT, update=False)
     assert sorted(p.name for p in (tmp_path / AVX2.key).iterdir()) == ["b.png"]
+
+
+# A sample's own `baseline:` is the file the user named: compared as it is, written only with --update, and a
+# folder, a missing file or an unreadable one is the case's error naming that path, never a redirection into the
+# class sets (issue: a folder named by `baseline:` got a new set file written beside it, "baseline was missing").
+def test_a_named_baseline_that_is_a_folder_is_an_error_naming_it_and_nothing_is_written(tmp_path):
+    (tmp_path / "ref").mkdir()
+    case = case_with(tmp_path, name="ref", named=True)
+    for update in (False, True):
+        with pytest.raises(CaseRunError, match=f"the baseline path {tmp_path / 'ref'} of s::0 is a folder"):
+            settle(case, choose(case, AVX2), OUT, update=update)
+    assert [p.name for p in tmp_path.iterdir()] == ["ref"] and not list((tmp_path / "ref").iterdir())
+
+
+def test_a_named_baseline_that_is_missing_is_an_error_and_update_writes_it_there(tmp_path):
+    case = case_with(tmp_path, name="ref.png", named=True)
+    with pytest.raises(CaseRunError, match=r"ref.png that s::0 names \(sample.samples\[0\].baseline\) does not exist"):
+        settle(case, choose(case, AVX2), OUT, update=False)
+    assert not list(tmp_path.iterdir())
+    decision = settle(case, choose(case, AVX2), OUT, update=True)
+    assert decision.action is BaselineAction.WRITTEN and decision.path == str(tmp_path / "ref.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["ref.png"]  # there, not in a class set
+
+
+def test_a_named_baseline_is_compared_as_it_is_even_beside_class_sets(tmp_path):
+    (tmp_path / "ref.png").write_bytes(b"the user's")
+    pin(tmp_path, AVX2, "ref.png", b"a set's")
+    case = case_with(tmp_path, name="ref.png", named=True)
+    choice = choose(case, AVX2)
+    assert choice.named and choice.path == str(tmp_path / "ref.png") and "the file the case names" in choice.describe()
+    assert settle(case, choice, OUT, update=False).action is BaselineAction.COMPARED
+    assert (tmp_path / "ref.png").read_bytes() == b"the user's"

@@ -415,7 +415,7 @@ def test_a_prompt_longer_than_the_text_positions_is_refused_with_the_numbers(wri
 def test_a_baseline_path_that_is_a_folder_is_an_error_row_and_nothing_is_written(write_case, workdir, update, cpu_set):
     from parity.run.session import ParitySession, RunOptions
 
-    folder = workdir / "cases" / cpu_set / "taken.png"  # where this environment's baseline of the case is written
+    folder = workdir / "cases" / "taken.png"  # the file the sample names: a folder sits there
     folder.mkdir(parents=True)
     (case,) = load_cases(write_case(small_suite(["{name: c, prompt: a, ctrl_img_1: inputs/square.png, baseline: taken.png}"])))
     session = ParitySession(RunOptions(out_dir=workdir / "out", update=update))
@@ -424,6 +424,21 @@ def test_a_baseline_path_that_is_a_folder_is_an_error_row_and_nothing_is_written
     assert result.status is Status.ERROR and "is a folder" in result.reason and "Fix: move it away" in result.reason
     assert str(folder) in result.reason or "taken.png" in result.reason
     assert list(folder.iterdir()) == [] and "Traceback" not in (result.error or "")
+    assert not (workdir / "cases" / cpu_set).exists()  # no set file was written beside it instead
+
+
+@pytest.mark.parametrize("update", [False, True])
+def test_a_default_baseline_whose_set_file_is_a_folder_is_an_error_row(write_case, workdir, update, cpu_set):
+    from parity.run.session import ParitySession, RunOptions
+
+    folder = workdir / "baselines" / "suite" / cpu_set / "c.png"  # where this class's baseline of the case goes
+    folder.mkdir(parents=True)
+    (case,) = load_cases(write_case(small_suite(["{name: c, prompt: a, ctrl_img_1: inputs/square.png}"])))
+    session = ParitySession(RunOptions(out_dir=workdir / "out", update=update))
+    result = session.run_case(case)
+    session.finish()
+    assert result.status is Status.ERROR and "is a folder" in result.reason and str(folder) in result.reason
+    assert list(folder.iterdir()) == []
 
 
 def test_a_nan_output_is_traced_to_the_weight_that_holds_it(tiny_latents):

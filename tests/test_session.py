@@ -129,3 +129,39 @@ def test_a_nan_output_is_an_error_row_not_a_baseline(write_case, workdir):
     (result,), _ = run(cases, workdir / "out")
     assert result.status is Status.ERROR and "NaN" in result.reason and "at least 2 steps" in result.error
     assert not (workdir / "baselines").exists()
+
+
+def test_a_diagnosis_that_raises_leaves_the_verdict_and_notes_why(write_case, workdir, monkeypatch):
+    """--diagnose on a failing case whose diagnosis cannot finish (a variant that fails to render, here simulated):
+    the case stays FAIL with its metrics, and a note says why no cause is named."""
+    import parity.run.session as session_module
+
+    cases = load_cases(write_case(SUITE))[:1]
+    run(cases, workdir / "first")  # writes the baseline
+    baseline = next((workdir / "baselines" / "suite").rglob("a.png"))
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(baseline)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a variant failed to render\nwith a second line")
+
+    monkeypatch.setattr(session_module, "diagnose", broken)
+    session = ParitySession(RunOptions(out_dir=workdir / "out", diagnose=True))
+    result = session.run_case(cases[0])
+    session.finish()
+    assert result.status is Status.FAIL and result.metrics is not None and result.error is None
+    assert result.diagnosis is None and "SSIM" in result.reason
+    note = "the diagnosis failed, so no cause is named (RuntimeError: a variant failed to render); the comparison's verdict stands"
+    assert note in result.notes
+
+
+def test_a_named_baseline_that_is_missing_is_an_error_row_and_nothing_is_written(write_case, workdir):
+    text = SUITE.replace('ctrl_img_1: inputs/square.png}', 'ctrl_img_1: inputs/square.png, baseline: refs/a.png}', 1)
+    cases = load_cases(write_case(text))[:1]
+    (result,), _ = run(cases, workdir / "out")
+    assert result.status is Status.ERROR and "refs/a.png that suite::a names" in result.reason
+    assert "does not exist; nothing was written" in result.reason and "--update" in result.reason
+    assert not (workdir / "cases" / "refs").exists() and not (workdir / "baselines").exists()
+    (result,), _ = run(cases, workdir / "out2", update=True)
+    assert result.status is Status.FAIL and (workdir / "cases" / "refs" / "a.png").is_file()
+    (result,), _ = run(cases, workdir / "out3")
+    assert result.status is Status.PASS and result.baseline_choice.startswith("the file the case names")

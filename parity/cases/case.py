@@ -55,6 +55,7 @@ class Case:
     do_cfg_norm: bool
     control_keys: tuple[str, ...] = ()
     baseline_key: str = ""
+    baseline_named: bool = False  # the sample names its own `baseline:` file (compared as it is, never redirected)
     training: TrainingEntry = field(default_factory=TrainingEntry)
     preview: PreviewFacts | None = None
     baseline_sha256: str | None = None  # recorded at import; a changed preview is flagged

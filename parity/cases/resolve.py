@@ -156,6 +156,7 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
         do_cfg_norm=training.do_cfg_norm if training.do_cfg_norm is not None else sample.do_cfg_norm,
         control_keys=one.control_keys,
         baseline_key=f"{one.where}.baseline" if own_baseline else f"previews[{one.index}].file",
+        baseline_named=one.item.baseline is not None,
         baseline_sha256=None if own_baseline else imported.sha256,
         baseline_origin=imported.source if imported is not None else None,
         training_step=imported.step if imported is not None and imported.step is not None else training.step,

@@ -47,6 +47,7 @@ class BaselineChoice:
     exact: bool  # the set is this run's own class
     missing_set: bool = False  # no set for this class's family; `others` have one
     others: tuple[EnvClass, ...] = ()  # classes with a baseline for this case
+    named: bool = False  # the file the case names itself (`baseline:`): compared as it is, written only by --update
 
     @property
     def fallback(self) -> bool:
@@ -54,6 +55,8 @@ class BaselineChoice:
 
     def describe(self) -> str:
         """One line for the report and the failure message."""
+        if self.named:
+            return f"the file the case names ({self.path})"
         if self.set_class is None and not self.exact:
             return f"an unkeyed baseline (older layout; move it into {self.run_class.key}/) for {self.run_class.key}"
         if self.set_class is None:
@@ -127,6 +130,8 @@ def choose(case: Case, run_class: EnvClass) -> BaselineChoice:
         raise CaseRunError(f"{case.id} has no baseline path", "add `baseline:` to the sample")
     if case.baseline_kind is BaselineKind.PREVIEW:
         return BaselineChoice(case.baseline, run_class, None, exact=True)
+    if case.baseline_named:  # a path the user wrote is that file, never a key into the class sets
+        return BaselineChoice(case.baseline, run_class, None, exact=True, named=True)
     folder = os.path.dirname(case.baseline)
     sets = class_folders(folder)
     own = set_path(case.baseline, run_class)
@@ -161,6 +166,8 @@ def settle(
 ) -> BaselineDecision:
     """Write the baseline if the rules say so (with the environment it was made in), and say what happened."""
     path = choice.path
+    if choice.named:
+        return _settle_named(case, path, output, update, environment)
     for candidate in dict.fromkeys((path, set_path(case.baseline, choice.run_class) if case.baseline else path)):
         _check_not_taken(candidate, case)
     if case.baseline_kind is BaselineKind.PREVIEW:
@@ -186,6 +193,23 @@ def settle(
         return BaselineDecision(BaselineAction.COMPARED, path)
     _write(path, output, environment)
     return BaselineDecision(BaselineAction.WRITTEN, path)
+
+
+def _settle_named(case: Case, path: str, output: np.ndarray, update: bool, environment: dict | None) -> BaselineDecision:
+    """A baseline file the case file names: compared as it is; written there only with --update; a folder or a
+    missing file is the case's error, naming the path (an unreadable file is refused when it is opened)."""
+    _check_not_taken(path, case)
+    if update:
+        existed = os.path.isfile(path)
+        _write(path, output, environment)
+        return BaselineDecision(BaselineAction.REWRITTEN if existed else BaselineAction.WRITTEN, path)
+    if os.path.isfile(path):
+        return BaselineDecision(BaselineAction.COMPARED, path)
+    raise CaseRunError(
+        f"the baseline {path} that {case.id} names ({case.baseline_key}) does not exist; nothing was written",
+        "check the path (it is relative to the case file), or rerun with --update (pytest: --parity-update) to write "
+        "this run's output there, and review it",
+    )
 
 
 def _check_not_taken(path: str, case: Case) -> None:

@@ -213,12 +213,13 @@ class ParitySession:
         status, reason = case_status(decision, choice, comparison, jpeg)
         # a baseline written now is this output: nothing to explain
         written = decision.action in (BaselineAction.WRITTEN, BaselineAction.REWRITTEN)
-        diagnosis = None
+        diagnosis, diagnosis_notes = None, ()
         if status is Status.FAIL and self.options.diagnose and not written:
             start = time.perf_counter()
-            diagnosis = diagnose(reference, preview, baseline, comparison.metrics, limits, self._renderer(case))
+            diagnosis, diagnosis_notes = self._diagnose(case, reference, preview, baseline, comparison.metrics, limits)
             timings["diagnose"] = time.perf_counter() - start
-            reason = f"{diagnosis.verdict} — {reason}"
+            if diagnosis is not None:
+                reason = f"{diagnosis.verdict} — {reason}"
         return CaseResult(
             **{k: v for k, v in _case_fields(case).items() if k not in ("notes", "thresholds")},
             thresholds=limits,
@@ -234,7 +235,7 @@ class ParitySession:
             jpeg=jpeg,
             wiring=wiring_rows(reference, preview),
             diagnosis=diagnosis,
-            notes=(*case.notes, *rendered.notes, *baseline_notes, *tolerance.notes),
+            notes=(*case.notes, *rendered.notes, *baseline_notes, *tolerance.notes, *diagnosis_notes),
             baseline_environment=read_fingerprint(decision.path),
             peak_memory_gb=rendered.peak_memory_gb,
             peak_memory_by_device=rendered.peak_memory_by_device,
@@ -246,6 +247,17 @@ class ParitySession:
             noise_floor=tolerance.floor,
             calibration_file=tolerance.path,
         )
+
+    def _diagnose(self, case: Case, reference, preview, baseline, metrics, limits):
+        """The diagnosis of a failing case, or (None, its failure as a note): the comparison's verdict stands either
+        way (a variant that cannot render, a model that runs out of memory, must not turn a FAIL into an error)."""
+        try:
+            return diagnose(reference, preview, baseline, metrics, limits, self._renderer(case)), ()
+        except Exception as exc:  # noqa: BLE001 (any failure of the diagnosis is said beside the verdict)
+            if _out_of_memory(exc):
+                self._free()
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return None, (f"the diagnosis failed, so no cause is named ({type(exc).__name__}: {first}); the comparison's verdict stands",)
 
     def _keep_images(self, case: Case, folder: Path, baseline_path: str, output, baseline, comparison) -> CasePaths:
         """The case folder's copies for the report: the baseline, the control images, the difference heatmap
