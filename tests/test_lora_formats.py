@@ -229,3 +229,26 @@ def test_a_lora_that_changes_nothing_says_so(partial, transformer, workdir, writ
     (audit,) = data["run"]["loras"]
     assert audit["changes_nothing"].startswith("this LoRA changes nothing: every lora_B is zero")
     assert "changes nothing" in audit["line"]
+
+
+def test_a_file_with_alpha_keys_is_applied_with_them_by_the_server_and_without_by_the_trainer(tmp_path):
+    """Not a file ai-toolkit writes for Qwen, but one users serve (converted): the server's loader bakes alpha / rank
+    into the weights; LoraScale(alpha=FILE) is exactly its fuse, LoraScale(alpha=RANK) fuses at the trainer's
+    strength (the scale divided by alpha / rank, here exact: 2)."""
+    from safetensors.torch import load_file, save_file
+
+    from parity.models.knobs import Alpha, LoraMethod, LoraScale
+    from parity.render.lora import LoraState
+
+    tensors = load_file(str(REPO / "cases" / "loras" / "tiny.safetensors"))
+    tensors.update({k.replace(".lora_A.weight", ".alpha"): torch.tensor(8.0) for k in list(tensors) if k.endswith(".lora_A.weight")})
+    path = tmp_path / "alpha8.safetensors"
+    save_file(tensors, str(path))
+    lora = lorafile.inspect(str(path))
+    assert lora.alpha_scale() == 2.0 and lora.alpha_text == "alpha 8 / rank 4" and "another tool's" in lora.trainer_setting
+    for alpha, server_scale in ((Alpha.FILE, 0.6), (Alpha.RANK, 0.3)):
+        server, mine = load_pipeline("tiny", ".", "cpu"), load_pipeline("tiny", ".", "cpu")
+        server_fuse(server, path, server_scale)
+        LoraState.for_pipe(mine).apply(LoraMethod.DIFFUSERS_FUSE, str(path), LoraScale(0.6, alpha))
+        theirs = server.transformer.state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in mine.transformer.state_dict().items()), alpha

@@ -155,6 +155,8 @@ class LoraFile:
 
     @property
     def trainer_setting(self) -> str:
+        if self.format is LoraFormat.PEFT_LORA and self.alphas:
+            return "not as ai-toolkit saves a Qwen LoRA (it writes no .alpha keys): converted, or another tool's"
         settings = [FORMATS[k].trainer for k in (self.format, *self.mixed)]
         return "; ".join([*settings, FLOAT8.trainer] if self.float8 else settings)
 

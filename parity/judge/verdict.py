@@ -39,7 +39,9 @@ def case_status(
     """In order: a baseline written now fails for review; a comparison within thresholds passes; a JPEG
     baseline passes when the output encoded as the trainer saves it is within them; anything else fails (naming
     the nearest set when the case was compared with another class's)."""
-    written_to = f"{decision.path} (set {choice.run_class.key})"
+    written_to = f"{decision.path} (" + ("the file the case names" if choice.named else f"set {choice.run_class.key}") + ")"
+    if decision.action is BaselineAction.WRITTEN and choice.named:  # only --update writes a named file
+        return Status.FAIL, f"baseline written on request (update): {written_to}; review it and commit it"
     if decision.action is BaselineAction.WRITTEN:
         return Status.FAIL, f"baseline was missing: written to {written_to}; review it and commit it"
     if decision.action is BaselineAction.REWRITTEN:
