@@ -95,6 +95,7 @@ class PytestParity:
         self._roots: list[Path] | None = None
         self._session = None
         self.report_paths = None
+        self.refused: str | None = None  # why this worker's cases cannot run (its report folder is another run's)
         worker = getattr(config, "workerinput", {}).get("workerid")
         try:  # every --parity-* value is checked here: a bad one is a usage error, never an internal error
             self.devices = assign_devices(
@@ -162,15 +163,9 @@ class PytestParity:
         if not cases:
             return
         if not self.config.option.collectonly:
-            from parity.run.outdir import OutDirError
-
-            try:
-                self.session.claim()  # before the first case: an unusable or busy report folder stops the run now
-            except OutDirError as exc:
-                self._session = None  # nothing ran, nothing to report: the folder stays the other run's
-                raise pytest.UsageError(f"parity: {exc}") from None
+            self._claim()
         planned, dropped = schedule(cases, self.shard, case_of=lambda item: item.case)
-        if not self.config.option.collectonly:
+        if not self.config.option.collectonly and self.refused is None:
             self.session.expect([item.case for item in planned])
         if dropped:
             self.config.hook.pytest_deselected(items=dropped)
@@ -182,6 +177,22 @@ class PytestParity:
             elif (planned_item := next(slots, None)) is not None:
                 reordered.append(planned_item)
         items[:] = reordered
+
+    def _claim(self) -> None:
+        """Hold the report folder before the first case: unusable, or held by another run (another pytest in the
+        same checkout), stops the run now with the reason. Not so in an xdist worker: pytest reports a worker's
+        collection even when this hook raises (pytest_collection_finish runs in a `finally:`), xdist schedules
+        tests on it, the worker ends, and xdist stops the whole run at `assert not crashitem` without a word of
+        why. There each case fails with the reason instead, and the other tests run."""
+        from parity.run.outdir import OutDirError
+
+        try:
+            self.session.claim()
+        except OutDirError as exc:
+            self._session = None  # nothing ran, nothing to report: the folder stays the other run's
+            if not hasattr(self.config, "workerinput"):
+                raise pytest.UsageError(f"parity: {exc}") from None
+            self.refused = f"parity: {exc}"
 
     def finish(self, interrupted: bool) -> None:
         if self._session is not None:
@@ -230,6 +241,9 @@ class CaseItem(pytest.Item):
         self.add_marker("parity")
 
     def runtest(self) -> None:
+        refused = self.config.stash[PARITY_KEY].refused
+        if refused is not None:
+            raise CaseRefused(refused)
         result = self.config.stash[PARITY_KEY].session.run_case(self.case)
         if result.status is Status.SKIP:
             pytest.skip(result.reason)
@@ -238,6 +252,8 @@ class CaseItem(pytest.Item):
             raise CaseNotPassed(result, session.options.out_dir, session.run_environment())
 
     def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, CaseRefused):
+            return str(excinfo.value)
         if isinstance(excinfo.value, CaseNotPassed):
             return describe_failure(excinfo.value.result, excinfo.value.out_dir, excinfo.value.run_env)
         return super().repr_failure(excinfo, style)
@@ -248,6 +264,10 @@ class CaseItem(pytest.Item):
 
 class InvalidCaseFile(Exception):
     pass
+
+
+class CaseRefused(Exception):
+    """This run cannot render cases at all (its report folder is held by another run): said on each case."""
 
 
 class CaseNotPassed(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from paths import case_folder
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "worker_deaths"]
 
 
 def pytest_configure(config):
