@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from full_size import build_pipeline
 
-from parity.models.qwen_image_edit_plus_2511.geometry import activation_bytes
-from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+from parity.models.qwen.geometry import activation_bytes
+from parity.models.qwen.wiring import Renderer, Request
 
 SHAPES = [(512, 512, 1), (1024, 1024, 1), (1024, 1024, 2), (1024, 1024, 3), (1536, 1024, 1), (1536, 1536, 3)]
 

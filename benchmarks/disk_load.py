@@ -107,7 +107,7 @@ def timed_load(driver: str, folder: Path, device: str, cold: bool) -> dict:
 def warm_up(device: str) -> None:
     """Both drivers load the tiny model once, untimed: the first load in a process imports the pipeline and model
     modules (seconds), which neither driver should be charged with."""
-    from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny
+    from parity.models.qwen.tiny import ensure_tiny
 
     tiny = ensure_tiny()
     for driver in ("plain", "parity"):
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     args.device = args.device or ("cpu" if args.tiny else "cuda:0")
     meta: dict = {"device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu", "torch": torch.__version__}
     if args.tiny:
-        from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny
+        from parity.models.qwen.tiny import ensure_tiny
 
         folder = ensure_tiny()
     else:

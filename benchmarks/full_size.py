@@ -31,6 +31,7 @@ results.json and results.md under --out after every case (a run cut short keeps 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import hashlib
 import json
@@ -49,10 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from parity.cases.suite import load_cases
 from parity.models.knobs import LoraMethod
-from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
-from parity.models.qwen_image_edit_plus_2511.spec import SCHEDULER_CONFIG
-from parity.models.qwen_image_edit_plus_2511.tiny import LORA_TARGETS, build_processor, build_tokenizer
-from parity.models.qwen_image_edit_plus_2511.wiring import condition_tensor, encode, resize_for_text
+from parity.models.qwen.knobs import TextImageSize
+from parity.models.qwen.schedulers import SCHEDULER_CONFIG
+from parity.models.qwen.tiny import LORA_TARGETS, build_processor, build_tokenizer
+from parity.models.qwen.wiring import condition_tensor, encode, resize_for_text
 from parity.render.engine import Engine
 
 INNER = 24 * 128  # transformer width
@@ -233,11 +234,11 @@ def warm_up(engine: Engine, case, tiny: bool = False) -> float:
     """One short render without the LoRA, so that first-call kernel set-up is not charged to a driver. Its caches
     are emptied again, so the first case pays its own encodings; with --tiny (which measures nothing) the render is
     at the case's size and the caches are kept."""
-    from parity.models.qwen_image_edit_plus_2511.wiring import Request
+    from parity.models.qwen.wiring import Request
 
     start = time.perf_counter()
     images = tuple(Image.open(p).convert("RGB") for p in case.effective.control_images)
-    replica = engine._loaded.replica
+    replica = engine.cfg.replica if engine.cfg is not None else None
     if replica is not None:
         replica.follow(engine._loaded.lora.key)
     size = case.effective.width if tiny else 512
@@ -301,7 +302,8 @@ def uncap(args) -> None:
 def run_parity(engine: Engine, cases, order, size, tflops, recorder, driver, outputs, copy_room_gb=None):
     engine.expect([cases[index] for index in order])  # as a parity run plans it: one scale keeps no weight copy
     if copy_room_gb is not None:  # where the weight copy goes, forced (the engine's own rule otherwise)
-        engine._loaded.lora.fused.copy_room = lambda: int(copy_room_gb * 1e9)
+        fused = engine._loaded.lora.fused
+        fused.keep = dataclasses.replace(fused.keep, room=lambda: int(copy_room_gb * 1e9))
     start = time.perf_counter()
     previous_scale = None
     for index in order:
@@ -465,7 +467,7 @@ def set_up(args):
     else:
         pipe = fresh_pipeline(args)
     if args.tiny:
-        from parity.models.qwen_image_edit_plus_2511.tiny import write_tiny_lora
+        from parity.models.qwen.tiny import write_tiny_lora
 
         write_tiny_lora(lora)
         modules = 28

@@ -10,7 +10,7 @@ user's checkpoint. Its 840 block linears (the layers a LoRA targets) are then re
 - staged: `CheckpointWeights.read_into`, through two pinned buffers so that one tensor's host copy overlaps the
           transfer of the one before (what parity does now).
 
-Every restore ends synchronised and is checked against the fingerprints of the loaded weights (lora._fingerprint),
+Every restore ends synchronised and is checked against the fingerprints of the loaded weights (pristine.fingerprint),
 so a fast but wrong copy cannot pass. The page cache is warm (the files were just written and read), as after a
 model load on a machine whose memory holds the checkpoint.
 
@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from parity.models.qwen_image_edit_plus_2511.tiny import LORA_TARGETS
+from parity.models.qwen.tiny import LORA_TARGETS
 from parity.render.checkpoint import CheckpointWeights
-from parity.render.lora import _fingerprint
+from parity.render.pristine import fingerprint
 
 
 def build_and_save(folder: Path, device: str, tiny: bool) -> dict:
@@ -42,7 +42,7 @@ def build_and_save(folder: Path, device: str, tiny: bool) -> dict:
 
     start = time.perf_counter()
     if tiny:
-        from parity.models.qwen_image_edit_plus_2511.tiny import ensure_tiny
+        from parity.models.qwen.tiny import ensure_tiny
 
         transformer = QwenImageTransformer2DModel.from_pretrained(str(ensure_tiny() / "transformer"))
     else:
@@ -88,7 +88,7 @@ def timed(how: str, checkpoint, weights, fingerprints, device: str) -> dict:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    exact = all(torch.equal(_fingerprint(w), fingerprints[k]) for k, w in weights.items())
+    exact = all(torch.equal(fingerprint(w), fingerprints[k]) for k, w in weights.items())
     return {"how": how, "seconds": round(seconds, 3), "exact": exact}
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         print(f"no checkpoint found for {folder}", file=sys.stderr)
         return 2
     weights = targeted(transformer)
-    fingerprints = {key: _fingerprint(w) for key, w in weights.items()}
+    fingerprints = {key: fingerprint(w) for key, w in weights.items()}
     meta["targeted"] = len(weights)
     meta["targeted_gb"] = round(sum(w.numel() * w.element_size() for w in weights.values()) / 1e9, 2)
     rows = []

@@ -314,12 +314,12 @@ def _fields(args) -> int:
 
 
 def _tiny(args) -> int:
-    from parity.models import DEFAULT_MODEL, part
+    from parity.models import DEFAULT_MODEL, get_model
 
-    tiny = part(DEFAULT_MODEL, "tiny")
-    print(tiny.ensure_tiny())
+    model = get_model(DEFAULT_MODEL)
+    print(model.ensure_tiny())
     if args.lora:
-        print(tiny.write_tiny_lora(args.lora))
+        print(model.write_tiny_lora(args.lora))
     return EXIT_OK
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from parity.cases.case import Case
 from parity.cases.suite import CASE_SUFFIXES, load_cases
 from parity.core.environment import env_changes, reproducible_cpu_math
 from parity.core.errors import CaseFileError
 from parity.core.visible import visible
+from parity.facts.case import Case
 from parity.judge.compare import describe
 from parity.judge.diagnose import cause_text
 from parity.results.record import CaseResult, Status

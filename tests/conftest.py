@@ -47,10 +47,10 @@ def _split_the_cores(config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         if getattr(config.option, "numprocesses", None):
-            from parity.models import MODELS, part
+            from parity.models import MODELS, get_model
 
             for model_id in MODELS:
-                part(model_id, "tiny").ensure_tiny()
+                get_model(model_id).ensure_tiny()
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // int(workerinput["workercount"]))
@@ -81,10 +81,10 @@ def write_case(workdir: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_models():
-    """Every engine of the test session borrows the tiny model from one pool (parity.render.engine.share_models): it is
+    """Every engine of the test session borrows the tiny model from one pool (parity.render.pool.share_models): it is
     loaded once, and its exact caches (text embeddings, control-image latents) serve every later session. Each
     engine still gets it with no LoRA applied, as from disk; tests that need a fresh load call load_pipeline."""
-    from parity.render.engine import share_models
+    from parity.render.pool import share_models
 
     share_models(True)
     yield

@@ -15,7 +15,7 @@ OUT = np.zeros((8, 8, 3), dtype=np.uint8)
 
 
 def case_with(tmp_path, kind=BaselineKind.PINNED, name="b.png", named=False):
-    from parity.cases.case import Case, Settings
+    from parity.facts.case import Case, Settings
 
     settings = Settings("p", "", 64, 64, 1, 2, 4.0, None, ())
     return Case(

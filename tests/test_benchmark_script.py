@@ -102,9 +102,9 @@ def test_case_parallel_joins_runs_of_separate_commands(tmp_path, capsys):
 def test_disk_load_script_times_both_loads_of_a_folder(tmp_path, monkeypatch):
     """disk_load.py --tiny: both drivers load the tiny model's folder in alternating order, and the summary gives
     their ratio (the real run saves and loads the full-size checkpoint on a GPU machine)."""
-    import parity.render.engine
+    import parity.render.pool
 
-    monkeypatch.setattr(parity.render.engine, "_POOL", None)  # as in the script's own process: every load from disk
+    monkeypatch.setattr(parity.render.pool, "POOL", None)  # as in the script's own process: every load from disk
     module = runpy.run_path(str(BENCH / "disk_load.py"), run_name="disk_load")
     assert module["main"](["--tiny", "--repeats", "2", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())

@@ -54,7 +54,7 @@ def engines():
 
 def _count_passes(engine: Engine) -> list[int]:
     calls = [0]
-    engine._loaded.replica.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    engine.cfg.replica.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     return calls
 
 
@@ -90,7 +90,7 @@ def test_the_unconditional_pass_comes_from_the_copy(cases):
     case = cases["one"]
     expected = one.render(case).decoded
     assert torch.equal(two.render(case).decoded, expected)
-    weight = two._loaded.replica.model.transformer_blocks[0].attn.to_q.weight
+    weight = two.cfg.replica.model.transformer_blocks[0].attn.to_q.weight
     weight.data.mul_(1.5)
     assert not torch.equal(two.render(case).decoded, expected)
 
@@ -105,7 +105,7 @@ def test_a_copy_made_while_the_unmerged_branch_is_hooked_in_runs_without_it(case
     assert any(m._forward_hooks for m in one._loaded.pipe.transformer.modules())
     two = Engine("cpu", cfg_device="cpu")
     two.facts(case)  # takes the pooled model as it is, and copies it
-    assert not any(m._forward_hooks for m in two._loaded.replica.model.modules())
+    assert not any(m._forward_hooks for m in two.cfg.replica.model.modules())
     assert torch.equal(two.render(case, reference).decoded, one.render(case, reference).decoded)
 
 
@@ -115,7 +115,7 @@ def test_copy_is_plain_and_has_its_own_storage(cases, engines):
     _, two = engines
     two.render(cases["one"])  # the LoRA is loaded and fused: the source holds PEFT wrappers
     source = two._loaded.pipe.transformer
-    replica = two._loaded.replica.model
+    replica = two.cfg.replica.model
     assert any(isinstance(m, BaseTunerLayer) for m in source.modules())
     assert not any(isinstance(m, BaseTunerLayer) for m in replica.modules())
     source_ptrs = {p.data_ptr() for p in source.parameters()}

@@ -15,13 +15,13 @@ def test_readme_tables_match_the_schema_and_the_options():
 
 def test_every_knob_is_documented():
     """The default model's table holds every knob; every model documents its LoRA application."""
-    from parity.models import MODELS, part
+    from parity.models import MODELS, get_model
     from parity.models.knobs import Knob
-    from parity.models.qwen_image_edit_plus_2511.knobs import KNOB_RULES
+    from parity.models.qwen.knobs import KNOB_RULES
 
     assert set(KNOB_RULES) == set(Knob)
     for model in MODELS:  # the README's models table reads each one's LoRA application
-        assert Knob.LORA_METHOD in part(model, "knobs").KNOB_RULES, model
+        assert Knob.LORA_METHOD in get_model(model).knob_rules(), model
 
 
 def test_replace_section_is_idempotent():

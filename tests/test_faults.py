@@ -129,15 +129,15 @@ def test_loras_that_are_missing_pickled_or_unmatched(write_case, workdir):
 
 
 def test_all_black_output_is_an_error(write_case, workdir, monkeypatch):
-    import parity.models.qwen_image_edit_plus_2511.wiring
+    import parity.models.qwen.wiring
 
-    monkeypatch.setattr(parity.models.qwen_image_edit_plus_2511.wiring, "to_uint8", lambda pipe, decoded: np.zeros((64, 64, 3), dtype=np.uint8))
+    monkeypatch.setattr(parity.models.qwen.wiring, "to_uint8", lambda pipe, decoded: np.zeros((64, 64, 3), dtype=np.uint8))
     (result,), _ = run(suite(write_case, ["{prompt: a, ctrl_img_1: inputs/square.png}"]), workdir / "out")
     assert result.status is Status.ERROR and result.reason.startswith("the output is all black. Fix:")
 
 
 def test_out_of_memory_in_one_case_is_freed_and_the_next_case_runs(write_case, workdir, monkeypatch):
-    from parity.models.qwen_image_edit_plus_2511.wiring import Renderer
+    from parity.models.qwen.wiring import Renderer
 
     real = Renderer.render
     calls = {"n": 0}

@@ -10,7 +10,7 @@ from oracle import server_generate
 from paths import INPUTS, TINY_LORA, case_folder
 
 from parity.core.images import open_rgb
-from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+from parity.models.qwen.wiring import Renderer, Request
 from parity.render.loading import load_pipeline
 from parity.render.lora import FusedLora
 
@@ -91,7 +91,7 @@ def test_cfg_parallel_on_two_gpus_equals_one_gpu():
         expected = one.render(case)
         got = two.render(case)
         assert torch.equal(expected.decoded, got.decoded), case.name
-    assert two._loaded.replica.model.transformer_blocks[0].attn.to_q.weight.device == torch.device("cuda:1")
+    assert two.cfg.replica.model.transformer_blocks[0].attn.to_q.weight.device == torch.device("cuda:1")
 
 
 @two_gpus

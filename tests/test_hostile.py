@@ -290,12 +290,12 @@ def _fail_inside(attribute: str, error: BaseException):
 
 def _fail_in_denoise(error: BaseException):
     def arrange(monkeypatch, engine):
-        import parity.models.qwen_image_edit_plus_2511.wiring
+        import parity.models.qwen.wiring
 
         def broken(*args, **kwargs):
             raise error
 
-        monkeypatch.setattr(parity.models.qwen_image_edit_plus_2511.wiring, "generate", broken)
+        monkeypatch.setattr(parity.models.qwen.wiring, "generate", broken)
 
     return arrange
 
@@ -442,7 +442,7 @@ def test_a_default_baseline_whose_set_file_is_a_folder_is_an_error_row(write_cas
 
 
 def test_a_nan_output_is_traced_to_the_weight_that_holds_it(tiny_latents):
-    from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+    from parity.models.qwen.wiring import Renderer, Request
     from parity.render.loading import load_pipeline
 
     pipe = load_pipeline("tiny", ".", "cpu")  # a private copy: its weights are damaged below
@@ -566,7 +566,7 @@ def test_a_long_case_shows_its_steps_on_a_terminal(monkeypatch):
     import io
     import time
 
-    from parity.models.qwen_image_edit_plus_2511.denoise import _shown_steps
+    from parity.models.qwen.denoise import _shown_steps
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -4,8 +4,9 @@ from dataclasses import replace
 
 from parity.cases.resolve import resolve_suite
 from parity.cases.schema import load_suite
-from parity.models.knobs import Alpha, Knob, LoraMethod, LoraScale, RuntimeFacts, combine, differing, flip
-from parity.models.qwen_image_edit_plus_2511.knobs import (
+from parity.facts.scale import Alpha, LoraScale
+from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, combine, differing, flip
+from parity.models.qwen.knobs import (
     AITK_SCHEDULER_CONFIG,
     NegativeImages,
     OutputEncoding,

@@ -9,7 +9,8 @@ from oracle import server_generate
 from paths import INPUTS, TINY_LORA
 
 from parity.core.images import open_rgb
-from parity.models.knobs import Alpha, LoraMethod, LoraScale
+from parity.facts.scale import Alpha, LoraScale
+from parity.models.knobs import LoraMethod
 from parity.render.loading import load_pipeline
 from parity.render.lora import LoraState, is_tuner
 

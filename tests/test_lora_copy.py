@@ -1,5 +1,6 @@
 """The untouched copy of the LoRA-targeted weights is kept only when the run's plan will restore it."""
 
+import dataclasses
 import os
 import shutil
 
@@ -8,11 +9,12 @@ import torch
 from devices import gpu_test
 from paths import small_suite
 
-import parity.render.engine as engine_module
+import parity.render.pool as pool_module
 from parity.cases.suite import load_cases
 from parity.models.knobs import LoraMethod
 from parity.render.checkpoint import CheckpointWeights
-from parity.render.engine import READ_BACK_RESTORES, Engine
+from parity.render.engine import Engine
+from parity.render.memory import READ_BACK_RESTORES
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def two_scales(write_case):
 @pytest.fixture
 def unpooled(monkeypatch):
     """Engines load the model themselves: a pooled model is handed back restored, so it always keeps the copy."""
-    monkeypatch.setattr(engine_module, "_POOL", None)
+    monkeypatch.setattr(pool_module, "POOL", None)
 
 
 def test_a_one_state_plan_keeps_no_copy_and_an_unplanned_state_reloads_with_the_same_bits(two_scales, unpooled):
@@ -66,10 +68,10 @@ def test_a_plan_with_two_scales_or_diagnose_keeps_the_copy(two_scales, unpooled)
 def own_checkpoint(tmp_path, write_case):
     """qwen_image_2512's tiny model copied into this test's folder (its files may be touched), and two cases on it,
     one LoRA at two scales."""
-    from parity.models import part
+    from parity.models import get_model
 
     folder = tmp_path / "model"
-    shutil.copytree(part("qwen_image_2512", "tiny").ensure_tiny(), folder)
+    shutil.copytree(get_model("qwen_image_2512").ensure_tiny(), folder)
     items = ["{name: full, prompt: a hat}", "{name: half, prompt: a hat, network_multiplier: 0.5}"]
     extra = f"model: qwen_image_2512\nbase_model: {folder}\n"
     return folder, load_cases(write_case(small_suite(items, extra=extra)))
@@ -81,7 +83,8 @@ def _planned(engine: Engine, cases, no_room: bool = False) -> Engine:
     engine.expect(cases)
     engine.facts(cases[0])
     if no_room:
-        engine._loaded.lora.fused.copy_room = lambda: 0
+        fused = engine._loaded.lora.fused
+        fused.keep = dataclasses.replace(fused.keep, room=lambda: 0)
     return engine
 
 
@@ -111,7 +114,7 @@ def test_without_room_for_a_copy_restores_read_the_checkpoint_back_with_the_same
     assert [torch.equal(r.decoded, e) for r, e in zip(rendered, expected)] == [True, True, True]
     lora = engine._loaded.lora
     assert lora.read_back_from() == str(folder / "transformer")
-    assert not lora.fused._pristine.weights and lora.fused._pristine.fingerprints  # no copy: fingerprints only
+    assert not lora.fused.untouched.weights and lora.fused.untouched.fingerprints  # no copy: fingerprints only
     assert any("reads them back from the checkpoint" in note and str(folder) in note for note in rendered[0].notes)
     assert "lora_snapshot" in rendered[0].timings
     lora.apply(LoraMethod.NONE, None, None)  # back to the loaded weights: every one of them, bit for bit
@@ -186,30 +189,30 @@ def test_weights_behind_offload_hooks_are_never_read_back(own_checkpoint, unpool
     engine = _planned(Engine("cpu"), cases, no_room=True)
     monkeypatch.setattr(engine._loaded.pipe.transformer, "_hf_hook", object(), raising=False)
     engine.render(cases[0])
-    assert engine._loaded.lora.read_back_from() is None and engine._loaded.lora.fused._pristine.weights
+    assert engine._loaded.lora.read_back_from() is None and engine._loaded.lora.fused.untouched.weights
     engine.close()
 
 
 def test_a_pooled_model_is_handed_back_read_back_or_dropped_if_that_is_cut_short(own_checkpoint, monkeypatch):
     """With a ModelPool the plan counts the hand-back as a restore; a hand-back that is interrupted part-way
     drops the model instead of keeping one with half-restored weights."""
-    from parity.render.engine import ModelPool
+    from parity.render.pool import ModelPool
 
     _, cases = own_checkpoint
-    monkeypatch.setattr(engine_module, "_POOL", ModelPool())
+    monkeypatch.setattr(pool_module, "POOL", ModelPool())
     engine = _planned(Engine("cpu"), cases, no_room=True)
     loaded = _loaded_weights(engine)
     engine.render(cases[1])
     assert engine._loaded.lora.read_back_from() is not None
     key = engine._loaded.key
     engine.close()  # handed back: read back from the checkpoint
-    pooled = engine_module._POOL.take(key)
+    pooled = pool_module.POOL.take(key)
     assert pooled is not None and pooled.lora.key == (None, None, True, None)
     after = pooled.pipe.transformer.state_dict()
     assert all(torch.equal(after[name], weight) for name, weight in loaded.items())
 
     again = _planned(Engine("cpu"), cases, no_room=True)  # takes the pooled model
-    assert again._loaded.model is pooled
+    assert again._loaded is pooled
     again.render(cases[1])
 
     def interrupted(self, targets):
@@ -218,7 +221,7 @@ def test_a_pooled_model_is_handed_back_read_back_or_dropped_if_that_is_cut_short
     monkeypatch.setattr(CheckpointWeights, "read_into", interrupted)
     with pytest.raises(KeyboardInterrupt):
         again.close()
-    assert engine_module._POOL.take(key) is None  # dropped, never handed on half-restored
+    assert pool_module.POOL.take(key) is None  # dropped, never handed on half-restored
 
 
 @gpu_test

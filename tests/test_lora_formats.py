@@ -95,7 +95,7 @@ def test_a_loadable_trainer_file_renders_as_the_stock_call_renders_it(transforme
     server = load_pipeline("tiny", ".", "cpu")
     server_fuse(server, workdir / "cases" / "loras" / "wide.safetensors")
     eff = case.effective
-    images = [engine._image(p) for p in eff.control_images]
+    images = [engine.images(p) for p in eff.control_images]
     theirs = server_generate(server, eff.prompt, eff.negative_prompt, images, eff.width, eff.height, eff.steps, eff.guidance_scale, eff.seed)
     assert torch.equal(mine, theirs)
 
@@ -237,7 +237,8 @@ def test_a_file_with_alpha_keys_is_applied_with_them_by_the_server_and_without_b
     strength (the scale divided by alpha / rank, here exact: 2)."""
     from safetensors.torch import load_file, save_file
 
-    from parity.models.knobs import Alpha, LoraMethod, LoraScale
+    from parity.facts.scale import Alpha, LoraScale
+    from parity.models.knobs import LoraMethod
     from parity.render.lora import LoraState
 
     tensors = load_file(str(REPO / "cases" / "loras" / "tiny.safetensors"))

@@ -102,10 +102,10 @@ def server_in_mode(mode: str, case):
     from diffusers import QwenImageEditPlusPipeline
 
     from parity.core.images import open_rgb
-    from parity.models import part
+    from parity.models import get_model
 
     # the server's own calls (src/pipelines/base.py load / _apply_offload_mode), not parity's loading code
-    pipe = QwenImageEditPlusPipeline.from_pretrained(str(part("qwen_image_edit_plus_2511", "tiny").ensure_tiny()), torch_dtype=torch.bfloat16)
+    pipe = QwenImageEditPlusPipeline.from_pretrained(str(get_model("qwen_image_edit_plus_2511").ensure_tiny()), torch_dtype=torch.bfloat16)
     pipe.set_progress_bar_config(disable=True)
     if mode == "sequential":
         pipe.enable_sequential_cpu_offload()
@@ -179,10 +179,10 @@ def test_sequential_offload_renders_without_the_lora_as_the_server_does_and_says
 def test_auto_on_a_gpu_sizes_the_run_against_what_the_gpu_allows(write_case, monkeypatch):
     """Uncapped, the tiny model and its case fit: none. Under a 1 GB cap even the activations estimated for the case
     do not: sequential, the last resort. Each says so with its numbers."""
-    import parity.render.engine as engine_module
+    import parity.render.pool as pool_module
     from parity.render.engine import Engine
 
-    monkeypatch.setattr(engine_module, "_POOL", None)  # every engine loads and chooses anew
+    monkeypatch.setattr(pool_module, "POOL", None)  # every engine loads and chooses anew
     case = load_cases(write_case(small_suite(["{name: one, prompt: 'sks a hat', ctrl_img_1: inputs/person.png}"], extra="offload: auto\n")))[0]
     roomy = Engine("cuda:0")
     roomy.expect([case])

@@ -113,7 +113,7 @@ def test_text_embeddings_are_cached_exactly(tiny_pipe, tiny_latents, monkeypatch
     from paths import INPUTS
 
     from parity.core.images import open_rgb
-    from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+    from parity.models.qwen.wiring import Renderer, Request
 
     calls = []
     real = tiny_pipe.encode_prompt

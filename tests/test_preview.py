@@ -12,8 +12,8 @@ from parity.core.images import OutputEncoding, encode_output
 from parity.judge.compare import compare
 from parity.judge.diagnose import diagnose
 from parity.models.knobs import Knob, Setting, combine, differing, flip
-from parity.models.qwen_image_edit_plus_2511.knobs import scheduler_items
-from parity.models.qwen_image_edit_plus_2511.spec import AITK_SCHEDULER_CONFIG
+from parity.models.qwen.knobs import scheduler_items
+from parity.models.qwen.schedulers import AITK_SCHEDULER_CONFIG
 from parity.render.engine import Engine
 
 MERGED = """
@@ -64,8 +64,8 @@ def test_preview_wiring_equals_the_trainer_replay(write_case, engine, tiny_pipe,
     multiplier = case.requested.lora_scale
     lora.merge_in(multiplier) if merged else lora.unmerged(multiplier)
     try:
-        vae_images = [engine._image(p) for p in case.effective.control_images]
-        text_images = [engine._image(p) for p in case.preview.text_images]
+        vae_images = [engine.images(p) for p in case.effective.control_images]
+        text_images = [engine.images(p) for p in case.preview.text_images]
         assert len(text_images) == len(vae_images) + (0 if merged else 1)  # the legacy ctrl_img comes twice
         oracle = trainer_generate(
             tiny_pipe, case.effective.prompt, case.preview.negative_prompt, vae_images, text_images, case.preview.width,
@@ -210,7 +210,7 @@ def test_a_preview_drawn_at_linear_alpha_8_is_reproduced_exactly(write_case, wor
     assert lora.scale == 1.0
     lora.merge_in(1.0)
     try:
-        images = [engine._image(p) for p in case.effective.control_images]
+        images = [engine.images(p) for p in case.effective.control_images]
         oracle = trainer_generate(
             tiny_pipe, case.effective.prompt, "", images, images, 64, 64, case.effective.steps, case.effective.guidance_scale,
             case.effective.seed,

@@ -15,10 +15,10 @@ from preview_oracle import AITK_SCHEDULER, TrainerLora
 
 from parity.cases.schema import CaseFileError
 from parity.cases.suite import load_cases
-from parity.models import part
+from parity.models import get_model
 from parity.models.knobs import Knob, LoraMethod, Setting
-from parity.models.qwen_image.knobs import scheduler_items
-from parity.models.qwen_image.spec import AITK_SCHEDULER_CONFIG
+from parity.models.qwen.image_knobs import scheduler_items
+from parity.models.qwen.schedulers import AITK_SCHEDULER_CONFIG
 from parity.render.engine import Engine
 from parity.render.loading import load_pipeline
 from parity.render.lora import FusedLora
@@ -73,7 +73,7 @@ def server_call(pipe, eff):
 def test_the_tiny_models_are_text_to_image_pipelines_of_the_real_classes():
     one, other = (load_pipeline("tiny", ".", "cpu", model_id=m) for m in ("qwen_image", "qwen_image_2512"))
     for model in ("qwen_image", "qwen_image_2512"):
-        index = json.loads((part(model, "tiny").ensure_tiny() / "model_index.json").read_text())
+        index = json.loads((get_model(model).ensure_tiny() / "model_index.json").read_text())
         assert index["_class_name"] == "QwenImagePipeline" and "processor" not in index
     for pipe in (one, other):
         assert pipe.vae_scale_factor == 8  # the real VAE's: sizes in steps of 16 stay as the server floors them
@@ -150,7 +150,7 @@ def test_a_control_image_is_refused_with_the_fix(write_case):
 def test_every_input_moves_the_output_by_at_least_one_level(model, fuse, record_property):
     """The tiny models' sensitivity, as tests/test_tiny.py measures the edit models': mean |difference| in 0..255
     levels when one input changes, on a 64x64 render of 3 steps."""
-    from parity.models.qwen_image.wiring import Renderer, RenderKnobs, Request
+    from parity.models.qwen.image_wiring import Renderer, RenderKnobs, Request
 
     pipe = load_pipeline("tiny", ".", "cpu", model_id=model)
     lora = FusedLora(pipe)

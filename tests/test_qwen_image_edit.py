@@ -13,9 +13,9 @@ from preview_oracle import TrainerLora
 
 from parity.cases.suite import load_cases
 from parity.core.errors import CaseFileError
-from parity.models import MODELS, part
+from parity.models import MODELS, get_model
 from parity.models.knobs import Knob, LoraMethod, differing
-from parity.models.qwen_image_edit.knobs import VaeResize
+from parity.models.qwen.edit_knobs import VaeResize
 from parity.render.engine import Engine
 from parity.render.loading import load_pipeline
 
@@ -65,9 +65,9 @@ def pipe():
 def test_the_tiny_model_is_a_qwen_image_edit_pipeline_with_zero_cond_t_off(pipe, tiny_pipe):
     """Its own checkpoint folder, saved as the server's pipeline class; the 2511 tiny model's text encoder and VAE;
     a tokenizer whose first 64 tokens of the Edit template are its system part (the pipeline drops exactly 64)."""
-    folder = part(MODEL, "tiny").ensure_tiny()
+    folder = get_model(MODEL).ensure_tiny()
     assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "QwenImageEditPipeline"
-    assert folder not in {part(m, "tiny").ensure_tiny() for m in MODELS if m != MODEL}
+    assert folder not in {get_model(m).ensure_tiny() for m in MODELS if m != MODEL}
     assert pipe.transformer.config.zero_cond_t is False
     # its text encoder sees the picture capped at 384x384's area; the Edit-Plus models keep the real 12845056
     assert pipe.processor.image_processor.size["longest_edge"] == 384 * 384
@@ -103,7 +103,7 @@ def test_reference_wiring_equals_the_servers_path(write_case, pipe, device):
             if eff.lora_scale != current:
                 set_weights_and_activate_adapters(pipe.transformer, ["lora"], [eff.lora_scale])
                 current = eff.lora_scale
-            (image,) = (engine._image(p) for p in eff.control_images)
+            (image,) = (engine.images(p) for p in eff.control_images)
             stock = server_generate(pipe, eff.prompt, eff.negative_prompt, image, eff.width, eff.height, eff.steps, eff.guidance_scale, eff.seed)
             assert torch.equal(pipe.image_processor.postprocess(rendered.decoded, output_type="pt"), stock), case.name
         assert [c.effective.lora_scale for c in cases] == [0.7, 1.0]
@@ -126,7 +126,7 @@ def test_preview_wiring_equals_the_trainer_replay(write_case, pipe):
     lora = TrainerLora(pipe, str(TINY_LORA))
     lora.merge_in(case.requested.lora_scale)
     try:
-        (image,) = (engine._image(p) for p in case.preview.text_images)
+        (image,) = (engine.images(p) for p in case.preview.text_images)
         oracle = trainer_generate(
             pipe, case.effective.prompt, case.preview.negative_prompt, image, case.preview.width, case.preview.height,
             case.effective.steps, case.effective.guidance_scale, case.effective.seed,

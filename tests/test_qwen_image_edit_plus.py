@@ -9,7 +9,7 @@ from paths import TINY_LORA
 from preview_oracle import TrainerLora, trainer_generate
 
 from parity.cases.suite import load_cases
-from parity.models import part
+from parity.models import get_model
 from parity.models.knobs import Knob, LoraMethod
 from parity.render.engine import Engine
 from parity.render.loading import load_pipeline
@@ -47,7 +47,7 @@ def test_the_tiny_2509_is_the_2511_layout_with_zero_cond_t_off(pipe_2509, tiny_p
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     a, b = pipe_2509.transformer.state_dict(), tiny_pipe.transformer.state_dict()
     assert a.keys() == b.keys() and not torch.equal(a["transformer_blocks.0.attn.to_q.weight"], b["transformer_blocks.0.attn.to_q.weight"])
-    assert part(MODEL, "tiny").ensure_tiny() != part("qwen_image_edit_plus_2511", "tiny").ensure_tiny()
+    assert get_model(MODEL).ensure_tiny() != get_model("qwen_image_edit_plus_2511").ensure_tiny()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -74,7 +74,7 @@ def test_reference_wiring_equals_the_servers_set_adapters_path(write_case, pipe_
                 set_weights_and_activate_adapters(server.transformer, ["lora"], [scale])
                 current = scale
             eff = case.effective
-            images = [engine._image(p) for p in eff.control_images]
+            images = [engine.images(p) for p in eff.control_images]
             stock = server_generate(server, eff.prompt, eff.negative_prompt, images, eff.width, eff.height, eff.steps, eff.guidance_scale, eff.seed)
             mine = server.image_processor.postprocess(rendered.decoded, output_type="pt")
             assert torch.equal(mine, stock), case.name
@@ -94,7 +94,7 @@ def test_preview_wiring_equals_the_trainer_replay(write_case, pipe_2509):
     lora = TrainerLora(pipe_2509, str(TINY_LORA))
     lora.merge_in(case.requested.lora_scale)
     try:
-        images = [engine._image(p) for p in case.effective.control_images]
+        images = [engine.images(p) for p in case.effective.control_images]
         oracle = trainer_generate(
             pipe_2509, case.effective.prompt, case.preview.negative_prompt, images, images, case.preview.width,
             case.preview.height, case.effective.steps, case.effective.guidance_scale, case.effective.seed, False, False,

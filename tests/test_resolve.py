@@ -9,7 +9,7 @@ from parity.cases.schema import load_suite
 from parity.cases.trainer import inject_trigger
 from parity.core.errors import CaseFileError
 from parity.core.thresholds import BaselineKind
-from parity.models.qwen_image_edit_plus_2511.geometry import (
+from parity.models.qwen.geometry import (
     server_condition_size,
     server_size,
     trainer_condition_size,

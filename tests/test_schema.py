@@ -91,3 +91,13 @@ def test_every_field_has_help():
 def test_missing_file(tmp_path):
     with pytest.raises(CaseFileError, match="no such case file"):
         load_suite(tmp_path / "nope.yaml")
+
+
+def test_the_training_block_and_its_resolved_facts_have_the_same_fields():
+    """Case.training is a TrainingFacts (below the models, no YAML type) made field by field from TrainingEntry."""
+    from dataclasses import fields
+
+    from parity.cases.schema import TrainingEntry
+    from parity.facts.case import TrainingFacts
+
+    assert [f.name for f in fields(TrainingFacts)] == [f.name for f in fields(TrainingEntry)]

@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parity.core.images import open_rgb
-from parity.models import DEFAULT_MODEL, QWEN_IMAGE_EDIT_PLUS_2511, get_model, part
-from parity.models.qwen_image_edit_plus_2511.denoise import control_sizes
-from parity.models.qwen_image_edit_plus_2511.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
+from parity.models import DEFAULT_MODEL, QWEN_IMAGE_EDIT_PLUS_2511, get_model
+from parity.models.qwen.denoise import control_sizes
+from parity.models.qwen.tiny import build_tokenizer, ensure_tiny, tiny_lora_tensors
 from parity.render.loading import load_pipeline
 from parity.render.lora import FusedLora
 
@@ -32,7 +32,7 @@ def test_build_is_byte_for_byte_reproducible_under_another_cpu_kernel_set(tmp_pa
     """A fresh build, in a process that computes with another ATen kernel set, equals the cached one (built by the same
     library versions): the model, and so every baseline made on it, is the same on any CPU."""
     current = torch.backends.cpu.get_cpu_capability().lower()
-    code = "import sys; from pathlib import Path; from parity.models.qwen_image_edit_plus_2511.tiny import build_tiny; build_tiny(Path(sys.argv[1]))"
+    code = "import sys; from pathlib import Path; from parity.models.qwen.tiny import build_tiny; build_tiny(Path(sys.argv[1]))"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default" if current != "default" else "avx2"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], env=env, check=True, capture_output=True)
     fresh, cached = digests(tmp_path / "fresh"), digests(ensure_tiny())
@@ -107,13 +107,13 @@ def test_every_input_moves_the_output_by_at_least_one_level(lora_pipe, tiny_late
     model_id, pipe, lora = lora_pipe
     A, B, C, D = (open_rgb(INPUTS / f"{n}.png", n) for n in ("person", "hat", "square", "landscape"))
     single = get_model(model_id).max_control_images == 1
-    wiring = part(model_id, "wiring")
-    renderer = wiring.Renderer(pipe)
+    model = get_model(model_id)
+    renderer = model.renderer(pipe)
     renderer.latent_cache = tiny_latents
 
     def run(prompt="put the hat on the person", imgs=(C,) if single else (A,), cfg=4.0, renorm=True, scheduler=None, steps=3):
-        request = wiring.Request(prompt, "", 64, 64, steps, cfg, 3, imgs)
-        return renderer.render(request, wiring.RenderKnobs(cfg_renorm=renorm, scheduler=scheduler)).image.astype(np.float64)
+        request = model.request(prompt=prompt, negative_prompt="", width=64, height=64, steps=steps, guidance_scale=cfg, seed=3, images=imgs)
+        return renderer.render(request, model.renderer_knobs(cfg_renorm=renorm, scheduler=scheduler)).image.astype(np.float64)
 
     base = run()
     variants = {

@@ -7,7 +7,7 @@ from oracle import server_generate
 from paths import INPUTS
 
 from parity.core.images import open_rgb
-from parity.models.qwen_image_edit_plus_2511.wiring import Renderer, Request
+from parity.models.qwen.wiring import Renderer, Request
 
 
 def images(*names):

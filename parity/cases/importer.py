@@ -22,19 +22,21 @@ import yaml
 from parity.cases import yamlfile
 from parity.core.atomic import sha256_of, write_text
 from parity.core.errors import ParityError
-from parity.models import get_model
+from parity.models import MODELS, get_model
 
 PREVIEW_NAME = re.compile(r"^(?P<ms>\d+)__(?P<step>\d{9})_(?P<index>\d+)\.(?P<ext>jpg|jpeg|png|webp)$", re.IGNORECASE)
-# trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id). A source says a
-# model when the markers it holds (case aside) name one: version markers (with a digit) first, so that
-# Qwen/Qwen-Image-2512 is 2512 and a name holding both 2509 and 2511 says neither; the generic name only when no
-# version marker matched. An arch with one model needs no name (ai-toolkit samples qwen_image_edit with its own
-# code, whatever it loads).
-SUPPORTED: dict[str, tuple[tuple[str, str], ...]] = {
-    "qwen_image_edit_plus": (("2511", "qwen_image_edit_plus_2511"), ("2509", "qwen_image_edit_plus")),
-    "qwen_image": (("2512", "qwen_image_2512"), ("qwen-image", "qwen_image"), ("qwen_image", "qwen_image")),
-    "qwen_image_edit": (("", "qwen_image_edit"),),
-}
+
+
+def supported() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Trainer arch -> (what names the checkpoint in its `:tag` or name_or_path, parity model id), from the models'
+    own `trainer_arch` and `name_markers`. A source says a model when the markers it holds (case aside) name one:
+    version markers (with a digit) first, so that Qwen/Qwen-Image-2512 is 2512 and a name holding both 2509 and 2511
+    says neither; the generic name only when no version marker matched. An arch with one model needs no name
+    (ai-toolkit samples qwen_image_edit with its own code, whatever it loads)."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    for model in MODELS.values():
+        rules.setdefault(model.trainer_arch, []).extend((marker, model.id) for marker in model.name_markers or ("",))
+    return {arch: tuple(sorted(pairs, key=lambda p: not any(c.isdigit() for c in p[0]))) for arch, pairs in rules.items()}
 
 
 class JobImportError(ParityError):
@@ -172,15 +174,16 @@ def model_id(process: dict, base_model: str | None = None) -> str:
     raw_arch = str(model.get("arch") or "")
     arch, _, tag = raw_arch.partition(":")
     base = str(model.get("name_or_path") or "")
-    rules = SUPPORTED.get(arch)
-    supported = "; ".join(
+    by_arch = supported()
+    rules = by_arch.get(arch)
+    listed = "; ".join(
         f"arch {a} with a base model whose name says {' or '.join(m for m, _ in r)} ({', '.join(i for _, i in r)})"
         if len(r) > 1
         else f"arch {a} ({r[0][1]})"
-        for a, r in SUPPORTED.items()
+        for a, r in by_arch.items()
     )
     if rules is None:
-        raise JobImportError(f"unsupported model: arch {raw_arch!r}, name_or_path {base!r}", f"parity supports {supported}")
+        raise JobImportError(f"unsupported model: arch {raw_arch!r}, name_or_path {base!r}", f"parity supports {listed}")
     if len(rules) == 1:
         return rules[0][1]
     sources = {
@@ -207,7 +210,7 @@ def model_id(process: dict, base_model: str | None = None) -> str:
         raise JobImportError(f"the job names two different {arch} checkpoints: {what}", fix)
     raise JobImportError(
         f"cannot tell which {arch} checkpoint the job trained on: arch {raw_arch!r}, name_or_path {base!r}",
-        f"{fix}; parity supports {supported}",
+        f"{fix}; parity supports {listed}",
     )
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, replace
 
 from parity.cases.lorafile import FLOAT8, FORMATS, LoraFile, LoraFormat
-from parity.cases.schema import TrainingEntry
+from parity.facts.case import TrainingFacts
 
 PEFT_FORMATS = (LoraFormat.PEFT_LORA, LoraFormat.LOKR, LoraFormat.DORA, LoraFormat.FULL_RANK)
 
@@ -69,12 +69,12 @@ class LoraAudit:
         return " — ".join(parts)
 
 
-def audit(lora: LoraFile, training: TrainingEntry | None = None) -> LoraAudit:
+def audit(lora: LoraFile, training: TrainingFacts | None = None) -> LoraAudit:
     """The audit of a file on its own (the model not yet loaded)."""
     refusal = lora.refusal()
     action = ServerAction.REFUSES if refusal else ServerAction.NOT_CHECKED
     detail = refusal[0] if refusal else FORMATS[lora.format].server
-    trainer = _trainer_alpha(lora, training or TrainingEntry())
+    trainer = _trainer_alpha(lora, training or TrainingFacts())
     server = "— (not loaded)" if refusal else _server_alpha(lora)
     differences = []
     if refusal:
@@ -126,7 +126,7 @@ def with_model(
     )
 
 
-def _trainer_alpha(lora: LoraFile, training: TrainingEntry) -> str:
+def _trainer_alpha(lora: LoraFile, training: TrainingFacts) -> str:
     """ai-toolkit's `LoRASpecialNetwork.__init__` sets alpha = lora_dim for every PEFT-format network, which every
     Qwen arch gets (`is_transformer`), LoKr included unless `old_lokr_format: true`; only that old LoKr keeps the
     job's linear_alpha (and even then scale 1 when both Kronecker factors are full)."""

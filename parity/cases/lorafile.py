@@ -375,6 +375,16 @@ def _scalar(dtype: str, raw: bytes) -> float | None:
     return None
 
 
+def knob_facts(path: str) -> dict[str, object]:
+    """What a LoRA file tells the knob tables (models.knobs.RuntimeFacts): its weights' dtype and the alpha the
+    server's loader applies; nothing for a file that cannot be read (the case's own LoRA check says why)."""
+    try:
+        lora = inspect(path)
+    except ModelLoadError:
+        return {}
+    return {"lora_file_dtype": lora.dtype_text or None, "lora_alpha_scale": lora.alpha_scale(), "lora_alpha_text": lora.alpha_text}
+
+
 def check(path: str) -> LoraFile:
     """`inspect`, and ModelLoadError with the server's behaviour and the fix for a file its loader would refuse."""
     lora = inspect(path)

@@ -10,16 +10,16 @@ module adds what neither side decides: names, baselines, thresholds, and the sui
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 
-from parity.cases.case import Case, LoraRef, PreviewFacts
 from parity.cases.schema import LoadedSuite, SampleItemEntry, ThresholdsEntry, TrainingEntry
 from parity.cases.server import refusals, server_settings
 from parity.cases.trainer import TrainerSample, join, lora_merged, trainer_samples
 from parity.core.errors import CaseFileError, Problem
 from parity.core.thresholds import THRESHOLD_KEYS, BaselineKind, Thresholds, combine
-from parity.models import get_model, part
-from parity.models.spec import ModelSpec
+from parity.facts.case import Case, LoraRef, PreviewFacts, TrainingFacts
+from parity.models import get_model
+from parity.models.model import Model
 
 
 def resolve_suite(loaded: LoadedSuite) -> list[Case]:
@@ -50,7 +50,7 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
     return [replace(c, preview=replace(c.preview, lora_merged=merged)) for c in cases]
 
 
-def _suite_problems(loaded: LoadedSuite, model: ModelSpec) -> list[Problem]:
+def _suite_problems(loaded: LoadedSuite, model: Model) -> list[Problem]:
     if len(loaded.spec.loras) <= model.max_loras:
         return []
     return [
@@ -63,7 +63,7 @@ def _suite_problems(loaded: LoadedSuite, model: ModelSpec) -> list[Problem]:
     ]
 
 
-def _sample_problems(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample, seen: dict[str, int]) -> list[Problem]:
+def _sample_problems(loaded: LoadedSuite, model: Model, one: TrainerSample, seen: dict[str, int]) -> list[Problem]:
     """What neither side can render (no control image for an edit model, too many), and duplicate names."""
     problems = []
     controls = one.requested.control_images
@@ -97,7 +97,7 @@ def _sample_problems(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample, 
     return problems
 
 
-def _too_many_controls(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> Problem:
+def _too_many_controls(loaded: LoadedSuite, model: Model, one: TrainerSample) -> Problem:
     """More control images than the server's class takes: named at the first one too many, with the fix."""
     most = model.max_control_images
     key = one.control_keys[most]
@@ -118,12 +118,12 @@ def _too_many_controls(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample
     return loaded.problem(key, getattr(one.item, key.rpartition(".")[2]), what, fix)
 
 
-def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Case, list[Problem]]:
+def _case(loaded: LoadedSuite, model: Model, one: TrainerSample) -> tuple[Case, list[Problem]]:
     """The case of one sample: both sides' settings, what it is compared with, under which limits."""
     spec, sample, case_dir = loaded.spec, loaded.spec.sample, str(loaded.path.parent)
     loras = tuple(LoraRef(join(case_dir, e.path), e.network_multiplier) for e in spec.loras)
     kind = BaselineKind(spec.baseline_kind)
-    training = spec.training or TrainingEntry()
+    training = training_facts(spec.training)
     suite_thresholds, sample_thresholds = _thresholds(spec.thresholds), _item_thresholds(one.item)
     baselines_dir = join(case_dir, spec.baselines or os.path.join("..", "baselines", loaded.name))
     requested = one.requested
@@ -132,7 +132,7 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
     baseline, problems = _baseline(loaded, one, kind, baselines_dir, imported)
     own_baseline = imported is None or one.item.baseline is not None
     name = _name(one)
-    trainer_size = part(model.id, "geometry").trainer_size
+    trainer_size = model.trainer_size
     case = Case(
         id=f"{loaded.name}::{name}",
         suite=loaded.name,
@@ -176,7 +176,13 @@ def _case(loaded: LoadedSuite, model: ModelSpec, one: TrainerSample) -> tuple[Ca
     return case, problems
 
 
-def _alpha_notes(training: TrainingEntry, lora: bool) -> tuple[str, ...]:
+def training_facts(entry: TrainingEntry | None) -> TrainingFacts:
+    """The `training:` block as the later layers read it (the same fields, no YAML type)."""
+    entry = entry or TrainingEntry()
+    return TrainingFacts(**{f.name: getattr(entry, f.name) for f in fields(TrainingFacts)})
+
+
+def _alpha_notes(training: TrainingFacts, lora: bool) -> tuple[str, ...]:
     """A job whose linear_alpha differs from its rank: ai-toolkit did not use it (toolkit/lora_special.py: every Qwen
     arch is a transformer model, so the network is PEFT-format, and then alpha = lora_dim)."""
     if not lora or training.alpha is None or not training.rank or training.alpha == training.rank:

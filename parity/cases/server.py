@@ -10,24 +10,21 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from parity.cases.case import LoraRef, Settings
 from parity.cases.schema import LoraEntry, SampleItemEntry, bounds, outside
-from parity.models import part
-from parity.models.spec import ModelSpec
+from parity.facts.case import LoraRef, Settings
+from parity.models.model import Model
 
 _SERVER_RANGES = {f.name: f.metadata.get("server") for f in fields(SampleItemEntry) if f.metadata.get("server")}
 _LORA_RANGE = next(f.metadata["server"] for f in fields(LoraEntry) if f.name == "network_multiplier")
 
 
 def server_settings(
-    requested: Settings, model: ModelSpec, loras: tuple[LoraRef, ...], multiplier: float
+    requested: Settings, model: Model, loras: tuple[LoraRef, ...], multiplier: float
 ) -> tuple[Settings, list[str]]:
     """The settings the reference server renders with, and a note for every value it changes."""
     notes: list[str] = []
-    geometry = part(model.id, "geometry")
-    width = geometry.server_size(requested.width, model.size_divisor)
-    height = geometry.server_size(requested.height, model.size_divisor)
-    drawn = f"{geometry.trainer_size(requested.width)}x{geometry.trainer_size(requested.height)}"
+    width, height = model.server_size(requested.width), model.server_size(requested.height)
+    drawn = f"{model.trainer_size(requested.width)}x{model.trainer_size(requested.height)}"
     if (width, height) != (requested.width, requested.height):
         notes.append(
             f"size {requested.width}x{requested.height} -> {width}x{height}: the reference server floors to a "

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parity.cases import lorafile
-from parity.cases.case import Case
-from parity.cases.resolve import resolve_suite
+from parity.cases.resolve import resolve_suite, training_facts
 from parity.cases.schema import LoadedSuite, load_suite
 from parity.cases.trainer import join
 from parity.core.errors import CaseFileError, CaseRunError, ModelLoadError, Problem
 from parity.core.images import open_with_notes
 from parity.core.thresholds import BaselineKind
+from parity.facts.case import Case
 
 CASE_SUFFIXES = (".yaml", ".yml")
 
@@ -55,7 +55,7 @@ def load_cases(path: str | Path, decode_images: bool = False) -> list[Case]:
     except CaseFileError as exc:
         problems += exc.problems
     if problems:
-        raise CaseFileError(problems, loras, loaded.spec.training)
+        raise CaseFileError(problems, loras, training_facts(loaded.spec.training))
     return cases
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from parity.cases.case import Settings
 from parity.cases.prompt_flags import parse_prompt
 from parity.cases.schema import LoadedSuite, SampleBlock, SampleItemEntry, TrainingEntry, bounds, outside
 from parity.core.errors import Problem
+from parity.facts.case import Settings
 from parity.models import get_model
 
 TRIGGER_TOKENS = ("[trigger]", "[name]")
@@ -111,7 +111,7 @@ def _sample(
     multiple: bool,
 ) -> tuple[TrainerSample, list[Problem]]:
     """One sample: trigger word, prompt flags over the item's settings over the block's, control images
-    (`multiple`: the arch's has_multiple_control_images, see ModelSpec)."""
+    (`multiple`: the arch's has_multiple_control_images, see models.model.Model)."""
     spec, sample = loaded.spec, loaded.spec.sample
     text = inject_trigger(raw_prompt, spec.trigger_word)
     if text != raw_prompt:

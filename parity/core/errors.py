@@ -38,7 +38,7 @@ class CaseFileError(ParityError):
     def __init__(self, problems: list[Problem], loras: tuple[str, ...] = (), training: object = None):
         self.problems = list(problems)
         self.loras = loras  # the LoRA files the case file names, absolute (empty when it did not parse)
-        self.training = training  # its `training:` block (parity.cases.schema.TrainingEntry), when it parsed
+        self.training = training  # its `training:` block (parity.facts.case.TrainingFacts), when it parsed
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

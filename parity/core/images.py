@@ -100,3 +100,25 @@ def encode_output(image: np.ndarray, encoding: OutputEncoding) -> np.ndarray:
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGB"), dtype=np.uint8)
+
+
+class OpenedImages:
+    """Control images opened once (as open_with_notes opens them), with the notes opening each gave."""
+
+    def __init__(self) -> None:
+        self._images: dict[str, Image.Image] = {}
+        self._notes: dict[str, list[str]] = {}
+
+    def __call__(self, path: str) -> Image.Image:
+        if path not in self._images:
+            self._images[path], self._notes[path] = open_with_notes(path, "control image")
+        return self._images[path]
+
+    def notes(self, paths) -> list[str]:
+        """The notes of the images at `paths` (each once, in order)."""
+        return [note for path in dict.fromkeys(paths) for note in self._notes.get(path, [])]
+
+    def clear(self) -> None:
+        self._images.clear()
+        self._notes.clear()
+

@@ -97,3 +97,13 @@ def _why(mode: str, need: Need, budget: int, device: str) -> str:
     if need.for_mode("sequential") > budget:
         return f"auto: not even one component fits; sequential offload is the last resort ({estimate}; {room})"
     return f"auto: no component fits whole ({estimate}; {room})"
+
+
+def note(choice: Choice, cuda: bool) -> str | None:
+    """What the report says of the mode a render ran in: nothing for the server's default as asked on a GPU."""
+    if not cuda and choice.reason != "asked for":
+        return f"offload {choice.mode} ({choice.reason})"
+    if choice.mode != DEFAULT or choice.reason != "asked for":
+        return f"offload {choice.mode} ({choice.reason}): {EFFECT[choice.mode]}"
+    return None
+

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity.cases.case import Case
 from parity.core import envclass
 from parity.core.atomic import sha256_of, write_text
 from parity.core.envclass import EnvClass
 from parity.core.errors import CaseRunError
 from parity.core.images import save_png
 from parity.core.thresholds import BaselineKind
+from parity.facts.case import Case
 
 
 class BaselineAction(enum.Enum):

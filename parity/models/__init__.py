@@ -1,30 +1,22 @@
-"""Model registry: each supported model id and its package (parity/models/<id>/). Adding a model is one package and
-one line here; see the README's architecture section for what a package provides."""
+"""The registry: each supported model id and its Model (parity/models/model.py). Adding a model is its own folder
+(parity/models/<id>/__init__.py with its MODEL), one line here, and its example suite."""
 
 from __future__ import annotations
 
 import difflib
-import importlib
-from types import ModuleType
 
-from parity.models.qwen_image.spec import SPEC as QWEN_IMAGE
-from parity.models.qwen_image_2512.spec import SPEC as QWEN_IMAGE_2512
-from parity.models.qwen_image_edit.spec import SPEC as QWEN_IMAGE_EDIT
-from parity.models.qwen_image_edit_plus.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2509
-from parity.models.qwen_image_edit_plus_2511.spec import SPEC as QWEN_IMAGE_EDIT_PLUS_2511
-from parity.models.spec import ModelSpec
+from parity.models.model import Model
+from parity.models.qwen_image import MODEL as QWEN_IMAGE
+from parity.models.qwen_image_2512 import MODEL as QWEN_IMAGE_2512
+from parity.models.qwen_image_edit import MODEL as QWEN_IMAGE_EDIT
+from parity.models.qwen_image_edit_plus import MODEL as QWEN_IMAGE_EDIT_PLUS_2509
+from parity.models.qwen_image_edit_plus_2511 import MODEL as QWEN_IMAGE_EDIT_PLUS_2511
 
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509, QWEN_IMAGE_EDIT, QWEN_IMAGE, QWEN_IMAGE_2512)
+MODELS: dict[str, Model] = {
+    model.id: model
+    for model in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509, QWEN_IMAGE_EDIT, QWEN_IMAGE, QWEN_IMAGE_2512)
 }
 DEFAULT_MODEL = QWEN_IMAGE_EDIT_PLUS_2511.id  # a case file's `model:` when it names none
-
-
-def part(model_id: str, name: str) -> ModuleType:
-    """One module of a model's package: `geometry`, `knobs`, `wiring` or `tiny` (imported on first use: the
-    render side needs torch, the registry does not)."""
-    return importlib.import_module(f"{get_model(model_id).package}.{name}")
 
 
 def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -33,8 +25,8 @@ def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def get_model(model_id: str) -> ModelSpec:
-    """The spec for a model id; KeyError with a suggestion for an unknown one."""
+def get_model(model_id: str) -> Model:
+    """The Model of a model id; KeyError with a suggestion for an unknown one."""
     try:
         return MODELS[model_id]
     except KeyError:

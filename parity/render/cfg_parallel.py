@@ -24,7 +24,54 @@ from contextlib import nullcontext
 
 import torch
 
+from parity.core.errors import ModelLoadError
+from parity.models.knobs import LoraMethod
 from parity.render.lora import is_tuner
+
+# LoRA applications that live in the main transformer's modules, which the copy (base weights) lacks
+ONE_DEVICE_METHODS = (LoraMethod.AITK_UNMERGED, LoraMethod.DIFFUSERS_ADAPTER)
+
+
+class CfgParallel:
+    """An engine's second device: the copy of the loaded model's transformer there, made when a model is held."""
+
+    def __init__(self, device: str, cfg_device: str):
+        self.device, self.cfg_device = device, cfg_device
+        self.replica: UncondReplica | None = None
+
+    def refuse(self, mode: str) -> None:
+        """ModelLoadError: a whole transformer on each device is offload none only."""
+        raise ModelLoadError(
+            f"CFG-parallel keeps a whole transformer on {self.cfg_device} beside one on {self.device}; it runs with "
+            f"offload none only, and this case asks for offload {mode}",
+            "drop --cfg-device (--parity-cfg-device), or run with --offload none (--parity-offload none, or "
+            "`offload: none` in the case file) on GPUs that hold the model",
+        )
+
+    def hold(self, transformer: torch.nn.Module, mode: str) -> None:
+        if mode != "none":
+            self.refuse(mode)
+        self.replica = UncondReplica(transformer, self.cfg_device)
+
+    def for_render(self, lora_key: tuple, method: LoraMethod, timings: dict[str, float]) -> UncondReplica | None:
+        """The copy, holding the weights the main transformer holds now; None when it cannot (an unmerged LoRA)."""
+        if self.replica is None or method in ONE_DEVICE_METHODS:
+            return None
+        seconds = self.replica.follow(lora_key)
+        if seconds is not None:
+            timings["cfg_copy"] = seconds
+        return self.replica
+
+    def skipped_note(self, method: LoraMethod) -> str:
+        return (
+            f"CFG-parallel not used for this render: the LoRA runs unmerged ({method.value}) in the transformer on "
+            f"{self.device} only; both passes ran there"
+        )
+
+    def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
+            self.replica = None
 
 
 class UncondReplica:

@@ -11,7 +11,7 @@ import os
 import torch
 
 from parity.core.errors import CaseRunError, ModelLoadError
-from parity.models import DEFAULT_MODEL, get_model, part
+from parity.models import DEFAULT_MODEL, get_model
 
 
 def dtype_for(device: str) -> torch.dtype:
@@ -25,7 +25,7 @@ def locate(base_model: str, base_dir: str, model_id: str = DEFAULT_MODEL) -> str
     """A folder path for `tiny` (the model's own tiny model) and local folders; otherwise the value itself, taken
     as an HF id."""
     if base_model == "tiny":
-        return str(part(model_id, "tiny").ensure_tiny())
+        return str(get_model(model_id).ensure_tiny())
     candidate = os.path.normpath(os.path.join(base_dir, os.path.expanduser(base_model)))
     if os.path.isdir(candidate):
         return candidate

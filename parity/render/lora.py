@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +26,9 @@ import torch.nn.functional as F
 
 from parity.cases import lorafile
 from parity.core.errors import LoraRefused, ModelLoadError
-from parity.models.knobs import Alpha, LoraMethod, LoraScale
-from parity.render.checkpoint import CheckpointWeights
+from parity.facts.scale import Alpha, LoraScale
+from parity.models.knobs import LoraMethod
+from parity.render.pristine import Keep, PristineMissing, Untouched, any_hooked
 
 ADAPTER = "lora"
 
@@ -104,25 +104,6 @@ def check_finite(path: str, tensors: dict[str, torch.Tensor]) -> None:
         )
 
 
-class PristineMissing(Exception):
-    """A change of the fused LoRA needs the untouched weights, and none were kept (the plan said one state would
-    do), or reading them back from the checkpoint failed (`reason`). The engine drops the model and loads it
-    again instead (exact, only slower)."""
-
-    def __init__(self, reason: str = "", same_bits: bool = True):
-        super().__init__(reason)
-        self.reason = reason
-        self.same_bits = same_bits  # False: the model loaded again is not the one loaded before (its files changed)
-
-
-@dataclass
-class _Pristine:
-    weights: dict[str, torch.Tensor]  # exact copies, views into one buffer; empty when read back from `checkpoint`
-    biases: dict[str, torch.Tensor]  # exact copies (small: kept on the device)
-    checkpoint: CheckpointWeights | None = None  # where the weights are read back from instead of a copy
-    fingerprints: dict[str, torch.Tensor] | None = None  # of the loaded weights' bits, to check each read-back
-
-
 class FusedLora:
     """Which LoRA a pipeline holds, at which scale, fused or as an unfused adapter; every fuse starts from pristine
     weights."""
@@ -134,18 +115,8 @@ class FusedLora:
         self.fused = True  # how `scale` is applied: fused into the weights, or as the adapter's scaling
         self.notes: list[str] = []
         self.loaded: LoadedLora | None = None  # what loading the LoRA showed (its audit's model side)
-        self._pristine: _Pristine | None = None
-        # False: the run's plan fuses this one LoRA at one scale on this model and never leaves it, so the copy of
-        # the targeted weights that a restore needs is not made (at full size: ~40 GB of GPU memory not taken)
-        self.keep_pristine = True
-        # bytes the copy may take on the GPU (the engine keeps room for the largest planned case); None: as much
-        # as the GPU has
-        self.copy_room: Callable[[], int] | None = None
-        # where the copy does not fit in `copy_room`, restores may read the weights back from the checkpoint the
-        # model was loaded from instead of a copy in pinned host memory: the restores the plan foresees when the
-        # engine allows that (said in the report), 0 when it does not
-        self.read_back_restores = 0
-        self.checkpoint: CheckpointWeights | None = None  # the files the model was loaded from, stamped at the load
+        self.keep = Keep()  # how the untouched weights are kept for a restore (the run's memory policy hands it in)
+        self.untouched: Untouched | None = None  # what a restore puts back (taken before the first fuse)
         self._restoring = False  # True while a restore writes the weights: one that did not finish left them mixed
 
     def apply(
@@ -161,11 +132,11 @@ class FusedLora:
             if path is not None:
                 self._load(path, allow_partial, timings)
         if path is not None and (scale, fuse) != (self.scale, self.fused):
-            if fuse and self._pristine is None and self.keep_pristine:
-                # the base weights are still the loaded ones (an adapter leaves them alone): copied before the
-                # first fuse, so a plan that never fuses (the server's SET_ADAPTERS models) never pays for it
+            if fuse and self.untouched is None and self.keep.copy:
+                # the base weights are still the loaded ones (an adapter leaves them alone): kept before the first
+                # fuse, so a plan that never fuses (the server's SET_ADAPTERS models) never pays for it
                 start = time.perf_counter()
-                self._pristine = self._snapshot(self._wrapped())
+                self.untouched = self.keep.take(self.pipe, self._wrapped())
                 _sync(self.pipe)
                 timings["lora_snapshot"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -271,97 +242,30 @@ class FusedLora:
         drops the model after any failed case, so the next case never sees this one's leftovers)."""
         with contextlib.suppress(Exception):  # best effort: the engine drops the model after a failed case anyway
             self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine, self.fused, self.notes, self.loaded = None, None, None, True, [], None
+        self.path, self.scale, self.untouched, self.fused, self.notes, self.loaded = None, None, None, True, [], None
         self._restoring = False
 
     def _wrapped(self) -> dict[str, torch.nn.Module]:
         return {name: m for name, m in self.pipe.transformer.named_modules() if is_tuner(m)}
 
-    def _snapshot(self, wrapped: dict[str, torch.nn.Module]) -> _Pristine:
-        """What a restore needs, in one of three places: copies of the weights a fuse changes in one buffer (one
-        allocation, not one per layer) on the model's GPU when the whole copy fits in `copy_room`; else, where
-        `read_back_restores` allows and the checkpoint holds them, nothing but fingerprints (the weights are read back from
-        the checkpoint); else the copies in pinned CPU memory."""
-        weights = {name: module.get_base_layer().weight.data for name, module in wrapped.items()}
-        biases = {
-            name: module.get_base_layer().bias.data
-            for name, module in wrapped.items()
-            if getattr(module.get_base_layer(), "bias", None) is not None
-        }
-        room = self.copy_room() if self.copy_room is not None else None
-        if room is not None and _nbytes(weights.values()) > room and self._can_read_back(weights):
-            fingerprints = {name: _fingerprint(weight) for name, weight in weights.items()}
-            return _Pristine({}, _copy_all(biases), self.checkpoint, fingerprints)
-        sources = {**{("weight", n): t for n, t in weights.items()}, **{("bias", n): t for n, t in biases.items()}}
-        copies = _copy_all(sources, room)
-        return _Pristine(
-            {n: t for (kind, n), t in copies.items() if kind == "weight"},
-            {n: t for (kind, n), t in copies.items() if kind == "bias"},
-        )
-
-    def _can_read_back(self, weights: dict[str, torch.Tensor]) -> bool:
-        """Whether restores may read the weights back from the checkpoint: allowed by the engine, every weight in
-        place on one device (not behind offload hooks, where a layer holds a placeholder or waits in host memory),
-        the files unchanged since the load, holding every targeted weight, and giving back exactly the loaded bits
-        of the first and the last of them (checked before any fuse)."""
-        checkpoint = self.checkpoint
-        if not self.read_back_restores or checkpoint is None or not weights or _any_hooked(self.pipe):
-            return False
-        if len({w.device for w in weights.values()}) != 1 or next(iter(weights.values())).is_meta:
-            return False
-        keys = [f"{name}.weight" for name in weights]
-        if not checkpoint.holds(keys) or not checkpoint.unchanged():
-            return False
-        for key, stored in checkpoint.read(list(dict.fromkeys((keys[0], keys[-1])))):
-            live = weights[key[: -len(".weight")]]
-            if stored.shape != live.shape or not _same_bits(stored.to(live.dtype).to(live.device), live):
-                return False
-        return True
-
     def _restore(self) -> None:
-        """Back to the state right after loading: pristine base weights and PEFT's own scaling (alpha / r).
+        """Back to the state right after loading: untouched base weights and PEFT's own scaling (alpha / r).
 
         diffusers' fuse_lora(lora_scale=s) multiplies each layer's PEFT scaling by s in place and unfuse_lora()
         does not undo it, so unfuse -> fuse(t) fuses at s*t (t == 1.0: still at s). Resetting the scaling here
         is what makes a later fuse equal a fresh one.
         """
-        if self._pristine is None:
+        if self.untouched is None:
             raise PristineMissing()
-        checkpoint = self._pristine.checkpoint
-        if checkpoint is not None and not checkpoint.unchanged():
-            raise PristineMissing(
-                f"the base model's files in {checkpoint.folder} changed after it was loaded, so the untouched weights "
-                "cannot be read back from them",
-                same_bits=False,
-            )
+        self.untouched.check_unchanged()
         self._restoring = True
         self.pipe.unfuse_lora()
         wrapped = self._wrapped()
-        if checkpoint is not None:
-            self._read_weights_back(checkpoint, wrapped)
-        for name, module in wrapped.items():
-            base = module.get_base_layer()
-            if checkpoint is None:
-                base.weight.data.copy_(self._pristine.weights[name])
-            if name in self._pristine.biases:
-                base.bias.data.copy_(self._pristine.biases[name])
+        self.untouched.restore(wrapped)
+        for module in wrapped.values():
             module.unscale_layer()
         self.scale = None
         self._restoring = False
-
-    def _read_weights_back(self, checkpoint: CheckpointWeights, wrapped: dict[str, torch.nn.Module]) -> None:
-        """The loaded weights from the checkpoint, each cast on the CPU as from_pretrained casts it, then checked
-        against the fingerprint taken before the first fuse; a mismatch leaves the model to be loaded again."""
-        assert self._pristine is not None and self._pristine.fingerprints is not None
-        weights = {name: module.get_base_layer().weight.data for name, module in wrapped.items()}
-        try:
-            checkpoint.read_into({f"{name}.weight": weight for name, weight in weights.items()})
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PristineMissing(f"reading the untouched weights back from {checkpoint.folder} failed ({first})") from exc
-        for name, weight in weights.items():
-            if not torch.equal(_fingerprint(weight), self._pristine.fingerprints[name]):
-                raise PristineMissing(f"{name}.weight read back from {checkpoint.folder} is not the weight the model loaded")
 
     def _drop(self) -> None:
         if self.path is None:
@@ -369,7 +273,7 @@ class FusedLora:
         if self.scale is not None and self.fused:
             self._restore()
         self.pipe.unload_lora_weights()
-        self.path, self.scale, self._pristine, self.fused, self.notes, self.loaded = None, None, None, True, [], None
+        self.path, self.scale, self.untouched, self.fused, self.notes, self.loaded = None, None, None, True, [], None
 
 
 def _adapter_pairs(wrapped: dict[str, torch.nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -380,11 +284,6 @@ def _adapter_pairs(wrapped: dict[str, torch.nn.Module]) -> dict[str, tuple[torch
         if ADAPTER in down and ADAPTER in up:
             pairs[name] = (down[ADAPTER].weight, up[ADAPTER].weight)
     return pairs
-
-
-def _any_hooked(pipe) -> bool:
-    """Whether an offload mode holds the transformer (accelerate hooks on it or on its layers)."""
-    return any(hasattr(m, "_hf_hook") for m in pipe.transformer.modules())
 
 
 def is_tuner(module: torch.nn.Module) -> bool:
@@ -414,59 +313,6 @@ def _unmatched(path: str, missing: list[str], wanted: set[str]) -> tuple[str, st
         ("use the LoRA trained for this base model; or set `allow_partial_lora: true` in the case file to compare what "
         "the server serves (the report lists the dropped modules)"),
     )
-
-
-def _nbytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
-
-
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit equality (torch.equal on floats takes -0.0 for 0.0 and never NaN for NaN)."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
-
-
-def _fingerprint(weight: torch.Tensor) -> torch.Tensor:
-    """Per row, the sum of the weight's bit patterns as integers (exact integer arithmetic, no float rounding):
-    a changed value, a differently rounded cast, a swapped or transposed row changes it. Not a hash: values
-    permuted within a row, or changes that cancel in the sum, would pass."""
-    return _bits(weight).reshape(weight.shape[0], -1).sum(dim=1, dtype=torch.int64)
-
-
-def _copy_all(tensors: dict, room: int | None = None) -> dict:
-    """Exact copies of same-device tensors, as views into one buffer per dtype, all in one place: on their GPU when
-    the whole copy fits in `room` bytes (None: when the GPU has the memory), else all of it in pinned CPU memory
-    (never split: see Engine._copy_room); CPU tensors are copied on the CPU."""
-    by_dtype: dict[torch.dtype, list] = {}
-    for key, tensor in tensors.items():
-        by_dtype.setdefault(tensor.dtype, []).append((key, tensor))
-    device = next(iter(tensors.values())).device if tensors else torch.device("cpu")
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    if device.type != "cuda" or room is None or total <= room:
-        copies: dict = {}
-        try:
-            for dtype, items in by_dtype.items():
-                _copy_into(items, torch.empty(sum(t.numel() for _, t in items), dtype=dtype, device=device), copies)
-            return copies
-        except torch.cuda.OutOfMemoryError:
-            del copies  # what was made on the GPU goes: the whole copy moves to host memory
-    copies = {}
-    for dtype, items in by_dtype.items():
-        pinned = torch.empty(sum(t.numel() for _, t in items), dtype=dtype, device="cpu", pin_memory=True)
-        _copy_into(items, pinned, copies)
-    return copies
-
-
-def _copy_into(items: list, buffer: torch.Tensor, copies: dict) -> None:
-    offset = 0
-    for key, tensor in items:
-        view = buffer[offset : offset + tensor.numel()].view(tensor.shape)
-        view.copy_(tensor)
-        copies[key] = view
-        offset += tensor.numel()
 
 
 def _sync(pipe) -> None:
@@ -584,21 +430,12 @@ class LoraState:
     @property
     def pristine_bytes(self) -> int:
         """Size of the kept copy of the LoRA-targeted weights (0: none kept)."""
-        p = self.fused._pristine
-        return 0 if p is None else _nbytes((*p.weights.values(), *p.biases.values()))
+        return 0 if self.fused.untouched is None else self.fused.untouched.nbytes
 
     def read_back_from(self) -> str | None:
         """The checkpoint folder restores read the untouched weights from (None: a copy is kept, or nothing)."""
-        p = self.fused._pristine
-        return None if p is None or p.checkpoint is None else p.checkpoint.folder
-
-    def pristine_places(self) -> dict[str, int]:
-        """Where the kept copy lies: device -> bytes."""
-        p = self.fused._pristine
-        places: dict[str, int] = {}
-        for t in () if p is None else (*p.weights.values(), *p.biases.values()):
-            places[str(t.device)] = places.get(str(t.device), 0) + t.numel() * t.element_size()
-        return places
+        kept = self.fused.untouched
+        return None if kept is None or kept.checkpoint is None else kept.checkpoint.folder
 
     @property
     def key(self) -> tuple:
@@ -616,7 +453,7 @@ class LoraState:
             value = diffusers_scale(path, scale)
             return self.fused.apply(path, float(value), allow_partial, fuse=method is LoraMethod.DIFFUSERS_FUSE)
         if method in (LoraMethod.AITK_MERGE, LoraMethod.AITK_UNMERGED) and path is not None and scale is not None:
-            if _any_hooked(self.fused.pipe):  # refused before anything changes: the model stays loaded
+            if any_hooked(self.fused.pipe):  # refused before anything changes: the model stays loaded
                 raise LoraRefused(
                     "ai-toolkit's LoRA (the preview wiring: --diagnose, draw-previews) is applied to weights on the "
                     "GPU, and under offload model or sequential they wait in host memory or behind hooks",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from parity.cases.case import Case
 from parity.core.errors import CaseRunError
 from parity.core.images import OutputEncoding
+from parity.facts.case import Case
 from parity.models.knobs import Knob, Setting
 
 

@@ -22,10 +22,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from parity.cases.case import Settings
 from parity.cases.loraaudit import LoraAudit
 from parity.core.atomic import write_text
 from parity.core.thresholds import Thresholds
+from parity.facts.case import Settings
 from parity.judge.compare import Metrics, Violation
 from parity.judge.diagnose import Diagnosis, KnobRow, Variant
 from parity.judge.verdict import JpegCheck

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parity.cases.case import Settings
 from parity.cases.loraaudit import LoraAudit
 from parity.core.thresholds import Thresholds
+from parity.facts.case import Settings
 from parity.judge.baselines import BaselineAction
 from parity.judge.compare import Metrics, Violation
 from parity.judge.diagnose import Diagnosis, KnobRow

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.cases.case import Case
 from parity.cases.suite import SuiteLoad
 from parity.core import envclass
 from parity.core.errors import ParityError
 from parity.core.images import OutputEncoding, encode_output
 from parity.core.thresholds import DEFAULTS
+from parity.facts.case import Case
 from parity.judge.calibration import (
     MARGIN_TEXT,
     Calibration,

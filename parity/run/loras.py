@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from parity.cases import loraaudit, lorafile
-from parity.cases.case import Case
 from parity.cases.loraaudit import LoraAudit
-from parity.cases.schema import TrainingEntry
 from parity.core.errors import ModelLoadError
+from parity.facts.case import Case, TrainingFacts
 
 
 @dataclass
@@ -20,7 +19,7 @@ class LoraBook:
     _files: dict[str, LoraAudit] = field(default_factory=dict)
     _models: dict[str, dict[str, LoraAudit]] = field(default_factory=dict)
 
-    def saw_file(self, path: str, training: TrainingEntry | None = None) -> None:
+    def saw_file(self, path: str, training: TrainingFacts | None = None) -> None:
         """A LoRA a case file names: its file-level audit, unless one is already kept."""
         if path in self._files:
             return

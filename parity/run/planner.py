@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from parity.cases.case import Case
+from parity.facts.case import Case
 
 T = TypeVar("T")
 

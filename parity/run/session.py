@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.cases.case import Case
 from parity.cases.suite import SuiteLoad
 from parity.core import envclass
 from parity.core.envclass import EnvClass
@@ -23,6 +22,7 @@ from parity.core.environment import fingerprint
 from parity.core.errors import CaseFileError, ParityError
 from parity.core.images import OutputEncoding, encode_output, open_with_notes, save_png
 from parity.core.thresholds import Thresholds, ThresholdSource, layered
+from parity.facts.case import Case
 from parity.judge.baselines import (
     BaselineAction,
     BaselineChoice,

@@ -1,11 +1,12 @@
-"""Qwen-Image as ai-toolkit-inference serves it (`qwen_image`) and ai-toolkit trains it (arch `qwen_image`).
+"""Qwen-Image as ai-toolkit-inference serves it (`qwen_image`, QwenImagePipeline: divisor 16, no control image, the
+LoRA as an unfused PEFT adapter) and ai-toolkit samples it (arch `qwen_image`): text to image on both sides."""
 
-Text to image: no control image on either side. The server renders with diffusers' QwenImagePipeline from the
-prompt strings (`true_cfg_scale` with the negative prompt, "" when none, so CFG always runs above 1), floors
-sizes to 16 and keeps the LoRA as an unfused PEFT adapter (SET_ADAPTERS); the trainer samples with the same
-pipeline class from precomputed embeddings, its hard-coded scheduler config, sizes floored to 32 and its own
-LoRA. CFG is renormalised on both sides (the stock pipeline has no switch). The denoising loop is the edit
-models' (parity/models/qwen_image_edit_plus_2511/denoise.py) without control latents, proven equal to the stock
-call. Qwen-Image-2512 (`qwen_image_2512`) is this package with the LoRA fused (parity/models/qwen_image_2512).
-This file imports nothing: the registry reads spec.py without torch.
-"""
+from parity.models.knobs import LoraMethod
+from parity.models.qwen import QwenImage
+
+MODEL = QwenImage(
+    id="qwen_image", checkpoint="Qwen/Qwen-Image", server_class="QwenImagePipeline", pipeline="QwenImagePipeline",
+    lora_method=LoraMethod.DIFFUSERS_ADAPTER, size_divisor=16, trainer_arch="qwen_image",
+    name_markers=("qwen-image", "qwen_image"), requires_control_image=False, max_control_images=0,
+    zero_cond_t=False, tiny_name="qwen-image", transformer_seed=1,
+)

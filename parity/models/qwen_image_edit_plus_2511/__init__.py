@@ -1,7 +1,12 @@
-"""Qwen-Image-Edit-2511 as ai-toolkit-inference serves it (`qwen_image_edit_plus_2511`) and ai-toolkit trains it.
+"""Qwen-Image-Edit-2511 as ai-toolkit-inference serves it (`qwen_image_edit_plus_2511`, QwenImageEditPlus2511Pipeline:
+LoRA fused) and ai-toolkit samples it (arch `qwen_image_edit_plus`). The default model."""
 
-What a model package provides, reached through the registry (`parity.models.get_model`, `parity.models.part`):
-spec.py (SPEC and both scheduler configs), geometry.py (size rules of both sides), knobs.py (both wirings, knob
-by knob), wiring.py (Request, Renderer, render_knobs), denoise.py (the stock call in timed stages), tiny.py (the
-offline tiny model and LoRA). This file imports nothing: the registry reads spec.py without torch.
-"""
+from parity.models.knobs import LoraMethod
+from parity.models.qwen import QwenEditPlus
+
+MODEL = QwenEditPlus(
+    id="qwen_image_edit_plus_2511", checkpoint="Qwen/Qwen-Image-Edit-2511", server_class="QwenImageEditPlus2511Pipeline",
+    pipeline="QwenImageEditPlusPipeline", lora_method=LoraMethod.DIFFUSERS_FUSE, size_divisor=32,
+    trainer_arch="qwen_image_edit_plus", name_markers=("2511",), max_control_images=3,
+    zero_cond_t=True, zero_cond_t_rule="the checkpoint's (on for 2511)", tiny_name="qwen-image-edit-2511", transformer_seed=1,
+)

@@ -1,25 +1,12 @@
-"""Qwen-Image-Edit-2511 as the resolver and both wirings see it: the server's fixed rules and the scheduler configs.
+"""The scheduler configs of the Qwen family: the checkpoints' and ai-toolkit's hard-coded one.
 
-The server is runcomfy-com/ai-toolkit-inference src/pipelines/qwen_image.py (QwenImageEditPlus2511Pipeline); the
-trainer is ostris/ai-toolkit extensions_built_in/diffusion_models/qwen_image/.
+The server is runcomfy-com/ai-toolkit-inference src/pipelines/qwen_image.py; the trainer is ostris/ai-toolkit
+extensions_built_in/diffusion_models/qwen_image/. The checkpoints' configs of Qwen-Image and Qwen-Image-Edit could not
+be read offline: the tiny models carry 2511's values, and with a real checkpoint the knob compares the config actually
+loaded with ai-toolkit's (the same for every Qwen arch, qwen_image.py).
 """
 
 from __future__ import annotations
-
-from parity.models.spec import ModelSpec
-
-SPEC = ModelSpec(
-    id="qwen_image_edit_plus_2511",
-    package="parity.models.qwen_image_edit_plus_2511",
-    pipeline="QwenImageEditPlusPipeline",
-    checkpoint="Qwen/Qwen-Image-Edit-2511",
-    server_class="QwenImageEditPlus2511Pipeline",
-    size_divisor=32,
-    default_neg="",
-    requires_control_image=True,
-    max_control_images=3,
-    max_loras=1,
-)
 
 # The scheduler config of Qwen/Qwen-Image-Edit-2511 (the checkpoint's scheduler_config.json).
 SCHEDULER_CONFIG = {

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from parity.models.knobs import Knob, RuntimeFacts, Wiring
-from parity.models.qwen_image_edit.geometry import server_text_size, trainer_text_size
-from parity.models.qwen_image_edit.knobs import VaeResize
-from parity.models.qwen_image_edit_plus_2511 import wiring as edit_plus
-from parity.models.qwen_image_edit_plus_2511.denoise import Embeddings, image_digest
-from parity.models.qwen_image_edit_plus_2511.knobs import TextImageSize
-from parity.models.qwen_image_edit_plus_2511.wiring import Rendered, Request, condition_tensor, encode
+from parity.models.qwen import wiring as edit_plus
+from parity.models.qwen.denoise import Embeddings, image_digest
+from parity.models.qwen.edit_geometry import server_text_size, trainer_text_size
+from parity.models.qwen.edit_knobs import VaeResize
+from parity.models.qwen.knobs import TextImageSize
+from parity.models.qwen.wiring import Rendered, Request, condition_tensor, encode
 
 _KERNELS = {VaeResize.LANCZOS: Image.LANCZOS, VaeResize.BILINEAR: Image.BILINEAR}
 

@@ -1,6 +1,6 @@
 """Qwen-Image-Edit's knobs: the Edit-Plus vocabulary, with the rules of the single-picture pipeline on both sides.
 
-Where this model differs from Edit-Plus (qwen_image_edit_plus_2511/knobs.py, whose wirings these start from):
+Where this pipeline differs from Edit-Plus (knobs.py, whose wirings these start from):
 - VAE image: both sides first resize the control image to the output size themselves, the server with PIL
   Lanczos (qwen_image.py QwenImageEditPipeline._run_inference), the trainer with PIL bilinear (qwen_image_edit.py
   generate_single_image, only when the size differs); diffusers then resizes it to ~1 MP at that aspect.
@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import enum
 
-from parity.cases.case import Case
+from parity.facts.case import Case
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Setting, Wiring
-from parity.models.qwen_image_edit.geometry import server_text_size, trainer_text_size
-from parity.models.qwen_image_edit_plus.knobs import KNOB_RULES as EDIT_PLUS_2509_RULES
-from parity.models.qwen_image_edit_plus_2511 import knobs as edit_plus
-from parity.models.qwen_image_edit_plus_2511.knobs import NegativeImages, TextImageSize, scheduler_items
+from parity.models.qwen import knobs as edit_plus
+from parity.models.qwen.edit_geometry import server_text_size, trainer_text_size
+from parity.models.qwen.knobs import NegativeImages, TextImageSize, scheduler_items
 
-KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
-    **edit_plus.KNOB_RULES,
-    Knob.LORA_METHOD: EDIT_PLUS_2509_RULES[Knob.LORA_METHOD],  # SET_ADAPTERS, as for 2509; the same trainer LoRA
+_OWN_RULES: dict[Knob, tuple[str, str, str]] = {
     Knob.CFG_RENORM: ("always (diffusers rescales to the conditional norm)", "always (the stock pipeline; no do_cfg_norm)", "—"),
     Knob.TEXT_IMAGES: ("the control image", "`ctrl_img` (the first of its list)", "—"),
     Knob.TEXT_IMAGE_SIZE: (
@@ -38,8 +35,12 @@ KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
         "PIL bilinear to the output size (when it differs), then the same",
         "yes",
     ),
-    Knob.ZERO_COND_T: ("the checkpoint's (off for Qwen-Image-Edit)", edit_plus.KNOB_RULES[Knob.ZERO_COND_T][1], "yes"),
 }
+
+
+def knob_rules(lora_method: LoraMethod, zero_cond_t: str) -> dict[Knob, tuple[str, str, str]]:
+    """The table of a model of this pipeline (README): Edit-Plus's with this pipeline's own rows."""
+    return {**edit_plus.knob_rules(lora_method, zero_cond_t), **_OWN_RULES}
 
 
 class VaeResize(enum.Enum):
@@ -49,12 +50,12 @@ class VaeResize(enum.Enum):
     BILINEAR = "bilinear"
 
 
-def reference_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
+def reference_wiring(case: Case, facts: RuntimeFacts, lora_method: LoraMethod = LoraMethod.DIFFUSERS_ADAPTER) -> Wiring:
     eff = case.effective
     sizes = tuple(server_text_size(*facts.image_sizes[p]) for p in eff.control_images)
     shown = _sizes(sizes)
     return _with(
-        edit_plus.reference_wiring(case, facts, lora_method=LoraMethod.DIFFUSERS_ADAPTER),
+        edit_plus.reference_wiring(case, facts, lora_method=lora_method),
         (Knob.TEXT_IMAGE_SIZE, Setting(TextImageSize.SERVER, f"{shown} (w = sqrt(area·H/W): transposed)", key=sizes)),
         (Knob.NEGATIVE_IMAGES, Setting(NegativeImages.SAME, f"the prompt's: {shown}", key="the prompt's")),
         (Knob.VAE_IMAGES, _vae(VaeResize.LANCZOS, eff.control_images, (eff.width, eff.height), facts)),
@@ -94,4 +95,4 @@ def _sizes(sizes: tuple[tuple[int, int], ...]) -> str:
     return ", ".join(f"{w}x{h}" for w, h in sizes) or "none"
 
 
-__all__ = ["KNOB_RULES", "VaeResize", "preview_wiring", "reference_wiring", "scheduler_items"]
+__all__ = ["VaeResize", "knob_rules", "preview_wiring", "reference_wiring", "scheduler_items"]

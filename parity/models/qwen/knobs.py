@@ -1,4 +1,5 @@
-"""Qwen-Image-Edit-2511's knobs: every one that decides the pixels, as the reference server and as the trainer set it.
+"""The Edit-Plus knobs (Qwen-Image-Edit-2511 and -2509): every one that decides the pixels, as the reference server
+and as the trainer set it; the family's base table, which the other Qwen pipelines start from.
 
 Two named wirings per case: `reference` (ai-toolkit-inference, what `parity run` renders) and `preview`
 (ai-toolkit's trainer sampler, ../REFERENCE second table), in the shared vocabulary of parity/models/knobs.py.
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import enum
 
-from parity.cases.case import Case
 from parity.core.images import OutputEncoding
-from parity.models.knobs import PREVIEW_FORMATS, Alpha, Knob, LoraMethod, LoraScale, RuntimeFacts, Setting, Wiring
-from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
-from parity.models.qwen_image_edit_plus_2511.spec import AITK_SCHEDULER_CONFIG
+from parity.facts.case import Case
+from parity.models.knobs import PREVIEW_FORMATS, Knob, LoraMethod, RuntimeFacts, Setting, Wiring
+from parity.models.qwen.geometry import server_condition_size, trainer_condition_size
+from parity.models.qwen.schedulers import AITK_SCHEDULER_CONFIG
 
 SCHEDULER_KEYS = tuple(AITK_SCHEDULER_CONFIG)
 
@@ -58,6 +59,22 @@ KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
     Knob.TEXT_ENCODER_QUANTIZATION: ("none", "`model.quantize_te` / `qtype_te`", "recorded"),
     Knob.LORA_WEIGHTS: ("the saved file", "the float32 training weights (the file holds them in float16)", "recorded"),
 }
+
+
+# The reference server's LoRA application, by the method its pipeline class names (PipelineConfig.lora_merge_method)
+SERVER_LORA_RULES = {
+    LoraMethod.DIFFUSERS_FUSE: "diffusers `fuse_lora` (PEFT delta in the model dtype)",
+    LoraMethod.DIFFUSERS_ADAPTER: "diffusers adapter kept unfused, a scale other than 1 set by `set_weights_and_activate_adapters`",
+}
+
+
+def knob_rules(lora_method: LoraMethod, zero_cond_t: str) -> dict[Knob, tuple[str, str, str]]:
+    """The table of a model of this pipeline: its server's LoRA application and its checkpoint's zero_cond_t."""
+    return {
+        **KNOB_RULES,
+        Knob.LORA_METHOD: (SERVER_LORA_RULES[lora_method], *KNOB_RULES[Knob.LORA_METHOD][1:]),
+        Knob.ZERO_COND_T: (zero_cond_t, *KNOB_RULES[Knob.ZERO_COND_T][1:]),
+    }
 
 
 class TextImageSize(enum.Enum):
@@ -212,11 +229,10 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
 
 def _reference_scale(case: Case, facts: RuntimeFacts) -> Setting:
     """The request's scale, with the alpha the server's loader takes from the file (`.alpha` keys, else alpha = rank)."""
-    scale = case.effective.lora_scale
-    if scale is None:
+    value = case.served_scale
+    if value is None:
         return Setting(None, "none")
-    value = LoraScale(scale, Alpha.FILE)
-    key = value.strength(facts.lora_alpha_scale)
+    key, scale = value.strength(facts.lora_alpha_scale), value.multiplier
     if not facts.lora_alpha_text:
         return Setting(value, f"{scale:g}", key=key)
     strength = "varies by layer" if facts.lora_alpha_scale is None else f"{key:g}"
@@ -226,10 +242,10 @@ def _reference_scale(case: Case, facts: RuntimeFacts) -> Setting:
 def _preview_scale(case: Case, facts: RuntimeFacts) -> Setting:
     """The sample's multiplier: ai-toolkit's Qwen networks are PEFT-format, and `LoRASpecialNetwork` then sets
     alpha = rank, so the job's linear_alpha never reaches the previews."""
-    if not case.loras:
+    value = case.trained_scale
+    if value is None:
         return Setting(None, "none")
-    multiplier = case.requested.lora_scale or 0.0
-    value = LoraScale(multiplier, Alpha.RANK)
+    multiplier = value.multiplier
     t = case.training
     ignored = ""
     if t.alpha is not None and t.rank and t.alpha != t.rank:

@@ -26,9 +26,9 @@ from PIL import Image
 
 from parity.core.errors import CaseRunError
 from parity.models.knobs import Knob, RuntimeFacts, Wiring
-from parity.models.qwen_image_edit_plus_2511.denoise import Embeddings, StageTimer, generate, image_digest, to_uint8
-from parity.models.qwen_image_edit_plus_2511.geometry import server_condition_size, trainer_condition_size
-from parity.models.qwen_image_edit_plus_2511.knobs import NegativeImages, TextImageSize
+from parity.models.qwen.denoise import Embeddings, StageTimer, generate, image_digest, to_uint8
+from parity.models.qwen.geometry import server_condition_size, trainer_condition_size
+from parity.models.qwen.knobs import NegativeImages, TextImageSize
 
 
 @dataclass(frozen=True)

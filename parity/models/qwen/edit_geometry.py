@@ -9,7 +9,7 @@ aspect kept. Pure functions of numbers.
 
 from __future__ import annotations
 
-from parity.models.qwen_image_edit_plus_2511.geometry import (
+from parity.models.qwen.geometry import (
     TRAINER_DIVISOR,
     activation_bytes,
     server_condition_size,

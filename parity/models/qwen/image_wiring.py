@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from parity.models.knobs import Knob, RuntimeFacts, Wiring
-from parity.models.qwen_image_edit_plus_2511 import wiring as edit_plus
-from parity.models.qwen_image_edit_plus_2511.denoise import Embeddings
-from parity.models.qwen_image_edit_plus_2511.wiring import Rendered, RenderKnobs, Request
+from parity.models.qwen import wiring as edit_plus
+from parity.models.qwen.denoise import Embeddings
+from parity.models.qwen.wiring import Rendered, RenderKnobs, Request
 
 STOCK_MAX_SEQUENCE_LENGTH = 512  # QwenImagePipeline.__call__'s default, which neither side changes
 

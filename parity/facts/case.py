@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from parity.cases.schema import TrainingEntry
 from parity.core.thresholds import BaselineKind, Thresholds
+from parity.facts.scale import Alpha, LoraScale
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,27 @@ class LoraRef:
 
 
 @dataclass(frozen=True)
+class TrainingFacts:
+    """What the job config says about the run that drew the previews (the case file's `training:` block, resolved;
+    each field's meaning is in parity/cases/schema.py TrainingEntry)."""
+
+    step: int | None = None
+    quantize: bool = False
+    qtype: str | None = None
+    quantize_te: bool = False
+    qtype_te: str | None = None
+    low_vram: bool = False
+    dtype: str | None = None
+    layer_offloading: bool = False
+    transformer_single_file: bool = False
+    network_type: str | None = None
+    rank: int | None = None
+    alpha: float | None = None  # the job's linear_alpha, as written (ai-toolkit uses alpha = rank for Qwen)
+    save_dtype: str | None = None
+    do_cfg_norm: bool | None = None
+
+
+@dataclass(frozen=True)
 class Case:
     """One sample of a suite, resolved: what to run and what to compare it with."""
 
@@ -56,7 +77,7 @@ class Case:
     control_keys: tuple[str, ...] = ()
     baseline_key: str = ""
     baseline_named: bool = False  # the sample names its own `baseline:` file (compared as it is, never redirected)
-    training: TrainingEntry = field(default_factory=TrainingEntry)
+    training: TrainingFacts = field(default_factory=TrainingFacts)
     preview: PreviewFacts | None = None
     baseline_sha256: str | None = None  # recorded at import; a changed preview is flagged
     baseline_origin: str | None = None  # where the trainer wrote the preview
@@ -67,6 +88,17 @@ class Case:
     baselines_dir: str = ""  # the suite's baselines folder: sets per environment class and their calibration
     suite_thresholds: Thresholds | None = None  # the case file's own limits (calibrated ones come at run time)
     sample_thresholds: Thresholds | None = None
+
+    @property
+    def served_scale(self) -> LoraScale | None:
+        """The LoRA strength the reference server applies: the request's scale, with the file's alpha."""
+        scale = self.effective.lora_scale
+        return None if not self.loras or scale is None else LoraScale(scale, Alpha.FILE)
+
+    @property
+    def trained_scale(self) -> LoraScale | None:
+        """The strength ai-toolkit drew the preview at: the sample's multiplier, alpha = rank (every Qwen network)."""
+        return None if not self.loras else LoraScale(self.requested.lora_scale or 0.0, Alpha.RANK)
 
 
 @dataclass(frozen=True)

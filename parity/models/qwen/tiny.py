@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from parity.models.qwen_image_edit_plus_2511.spec import SCHEDULER_CONFIG
+from parity.models.qwen.schedulers import SCHEDULER_CONFIG
 
 TINY_RECIPE = 3  # bump when anything below changes what gets built (2: weights portable across CPUs; 3: 16x VAE)
 

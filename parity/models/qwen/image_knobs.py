@@ -8,11 +8,10 @@ low_vram. CFG is renormalised on both sides (the pipeline has no switch), shown 
 
 from __future__ import annotations
 
-from parity.cases.case import Case
+from parity.facts.case import Case
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Setting, Wiring
-from parity.models.qwen_image_edit_plus.knobs import KNOB_RULES as EDIT_PLUS_2509_RULES
-from parity.models.qwen_image_edit_plus_2511 import knobs as edit_plus
-from parity.models.qwen_image_edit_plus_2511.knobs import scheduler_items
+from parity.models.qwen import knobs as edit_plus
+from parity.models.qwen.knobs import scheduler_items
 
 KNOBS = (
     Knob.SIZE,
@@ -31,12 +30,15 @@ KNOBS = (
 
 _OWN_RULES = {
     Knob.SIZE: ("floor to 16", "round down to 8 (at least 64), then floor to 32", "yes"),
-    Knob.LORA_METHOD: (EDIT_PLUS_2509_RULES[Knob.LORA_METHOD][0], edit_plus.KNOB_RULES[Knob.LORA_METHOD][1], "yes"),
     Knob.CFG_RENORM: ("always (diffusers rescales to the conditional norm)", "always: the same stock pipeline", "—"),
     Knob.VAE_TILING: ("off", "on under `low_vram` (decode)", "yes"),
 }
-# (reference server, trainer's preview, replayed by --diagnose?) — the README's table for this model comes from here.
-KNOB_RULES: dict[Knob, tuple[str, str, str]] = {k: _OWN_RULES.get(k, edit_plus.KNOB_RULES[k]) for k in KNOBS}
+
+
+def knob_rules(lora_method: LoraMethod) -> dict[Knob, tuple[str, str, str]]:
+    """(reference server, trainer's preview, replayed by --diagnose?) of a model of this pipeline (README)."""
+    rules = {**edit_plus.knob_rules(lora_method, ""), **_OWN_RULES}
+    return {k: rules[k] for k in KNOBS}
 
 
 def reference_wiring(case: Case, facts: RuntimeFacts, lora_method: LoraMethod = LoraMethod.DIFFUSERS_ADAPTER) -> Wiring:
@@ -58,4 +60,4 @@ def _only_ours(wiring: Wiring) -> Wiring:
     return Wiring(wiring.name, tuple((k, s) for k, s in wiring.settings if k in KNOBS))
 
 
-__all__ = ["KNOBS", "KNOB_RULES", "preview_wiring", "reference_wiring", "scheduler_items"]
+__all__ = ["KNOBS", "knob_rules", "preview_wiring", "reference_wiring", "scheduler_items"]

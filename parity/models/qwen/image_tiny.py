@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from parity.models.qwen_image.spec import SCHEDULER_CONFIG
-from parity.models.qwen_image_edit_plus_2511 import tiny as edit_plus
-from parity.models.qwen_image_edit_plus_2511.tiny import write_tiny_lora
+from parity.models.qwen import tiny as edit_plus
+from parity.models.qwen.schedulers import SCHEDULER_CONFIG
 
 TEMPLATE = (
     "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, spatial "
@@ -60,4 +59,4 @@ def build_tiny(dest: Path, transformer_seed: int = TRANSFORMER_SEED) -> None:
     pipe.save_pretrained(str(dest), safe_serialization=True)
 
 
-__all__ = ["ensure_tiny", "write_tiny_lora"]
+__all__ = ["ensure_tiny"]

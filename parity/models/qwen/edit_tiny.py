@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parity.models.qwen_image_edit_plus_2511 import tiny as edit_plus
-from parity.models.qwen_image_edit_plus_2511.tiny import write_tiny_lora
+from parity.models.qwen import tiny as edit_plus
 
 TRANSFORMER_SEED = 31
 # The picture the text encoder sees, capped at 384x384's area (the real processor passes ~1 MP whole): this pipeline
@@ -25,11 +24,11 @@ TRANSFORMER_SEED = 31
 MAX_PIXELS = 384 * 384
 
 
-def ensure_tiny(root: Path | None = None) -> Path:
+def ensure_tiny(root: Path | None = None, name: str = "qwen-image-edit", transformer_seed: int = TRANSFORMER_SEED) -> Path:
     return edit_plus.ensure_tiny(
-        root, name="qwen-image-edit", zero_cond_t=False, transformer_seed=TRANSFORMER_SEED,
-        pipeline="QwenImageEditPipeline", max_pixels=MAX_PIXELS,
+        root, name=name, zero_cond_t=False, transformer_seed=transformer_seed, pipeline="QwenImageEditPipeline",
+        max_pixels=MAX_PIXELS,
     )
 
 
-__all__ = ["ensure_tiny", "write_tiny_lora"]
+__all__ = ["ensure_tiny"]
