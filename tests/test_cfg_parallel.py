@@ -73,14 +73,59 @@ def test_outputs_equal_one_device_across_scales_and_controls(cases, engines):
     assert passes[0] == steps  # every unconditional pass of every step ran on the copy
 
 
-def test_copy_follows_lora_changes_only(cases, engines):
-    _, two = engines
-    first = two.render(cases["one"])
-    again = two.render(cases["two"])  # same LoRA and scale: nothing to copy
-    switched = two.render(cases["half"])  # scale 0.5: the copy takes the re-fused weights
-    assert "cfg_copy" not in again.timings
-    assert switched.timings["cfg_copy"] > 0
-    assert first.timings.get("cfg_copy") is None or first.timings["cfg_copy"] > 0
+def test_copy_follows_lora_changes_only(cases, monkeypatch):
+    """The copy takes the main transformer's weights on its first render and again whenever the LoRA state changes
+    (another scale re-fuses the weights), and only then. Its own engine: no other test's loads or copies count."""
+    from parity.render import cfg_parallel
+
+    made, walked = [], []  # the copies made; every model whose tensors follow() walks (a copy's: to overwrite them)
+    make, base_tensors = cfg_parallel.UncondReplica.__init__, cfg_parallel._base_tensors
+
+    def making(replica, *args, **kwargs):
+        made.append(replica)
+        make(replica, *args, **kwargs)
+
+    def walking(model):
+        walked.append(model)
+        return base_tensors(model)
+
+    monkeypatch.setattr(cfg_parallel.UncondReplica, "__init__", making)
+    monkeypatch.setattr(cfg_parallel, "_base_tensors", walking)
+
+    def to_q(model):  # a LoRA-targeted linear; the main one is a PEFT wrapper once the LoRA is fused
+        layer = model.transformer_blocks[0].attn.to_q
+        return (layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer).weight
+
+    two = Engine("cpu", cfg_device="cpu")
+    try:
+        two.facts(cases["one"])  # loads the model and makes the copy's module tree, not yet filled
+        [replica] = made
+
+        def copies() -> int:
+            return sum(model is replica.model for model in walked)
+
+        def copy_holds_the_main_weights() -> bool:
+            main = two._loaded
+            return replica.state == main.lora.key and torch.equal(to_q(replica.model), to_q(main.pipe.transformer))
+
+        assert copies() == 0 and replica.state != two._loaded.lora.key
+
+        first = two.render(cases["one"])  # the LoRA fused at scale 1: the copy takes those weights
+        assert copies() == 1 and "cfg_copy" in first.timings
+        assert copy_holds_the_main_weights()
+        at_one = to_q(replica.model).clone()
+
+        again = two.render(cases["two"])  # same LoRA, same scale: nothing to copy
+        assert copies() == 1 and "cfg_copy" not in again.timings
+        assert copy_holds_the_main_weights()
+
+        switched = two.render(cases["half"])  # scale 0.5: the main weights are re-fused, the copy follows
+        assert copies() == 2 and "cfg_copy" in switched.timings
+        assert not torch.equal(to_q(two._loaded.pipe.transformer), at_one)  # the main weights did change
+        assert copy_holds_the_main_weights()
+        assert made == [replica]  # followed in place, never made anew
+    finally:
+        two.close()
 
 
 def test_the_unconditional_pass_comes_from_the_copy(cases):

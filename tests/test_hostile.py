@@ -562,9 +562,12 @@ def test_any_out_path_is_usable_or_refused_before_anything_runs(tmp_path, parts,
 
 
 def test_a_long_case_shows_its_steps_on_a_terminal(monkeypatch):
-    """The step bar appears once a case has run for tqdm's delay (3 s), on a terminal only."""
+    """The step bar appears once a case has run for tqdm's delay (3 s), on a terminal only. tqdm measures the
+    delay with the clock its module imported (tqdm.std.time, read when the bar starts and after each step): the
+    test sets that clock and moves it on at each step, so no real time passes."""
     import io
-    import time
+
+    import tqdm.std
 
     from parity.models.qwen.denoise import _shown_steps
 
@@ -572,8 +575,21 @@ def test_a_long_case_shows_its_steps_on_a_terminal(monkeypatch):
         def isatty(self):
             return True
 
-    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+    now = [1000.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: now[0])
+
+    def run(stream, seconds_per_step: float) -> tuple[list[bool], bool]:
+        """Four steps; whether the bar had been drawn when each began, and whether it was drawn at all."""
         monkeypatch.setattr(sys, "stderr", stream)
-        for _ in _shown_steps(range(3)):
-            time.sleep(1.1)
-        assert ("denoise" in stream.getvalue() and "step" in stream.getvalue()) is shown
+        drawn_before = []
+        for _ in _shown_steps(range(4)):
+            drawn_before.append("denoise" in stream.getvalue())
+            now[0] += seconds_per_step
+        return drawn_before, "denoise" in stream.getvalue() and "step" in stream.getvalue()
+
+    # 1.1 s a step: past the delay after the third step (3.3 s), drawn from then on, never before
+    assert run(Terminal(), 1.1) == ([False, False, False, True], True)
+    # 0.7 s a step: the whole case (2.8 s) stays under the delay, no bar
+    assert run(Terminal(), 0.7) == ([False] * 4, False)
+    # off a terminal (captured, piped to a log): no bar however long the case runs
+    assert run(io.StringIO(), 1.1) == ([False] * 4, False)
