@@ -106,7 +106,7 @@ def cpu_set() -> str:
 def tiny_latents(shared_models) -> dict:
     """The control-image latents of the session's shared tiny model, for the tests that drive a tiny pipeline
     directly (`latent_cache=`): every load of the tiny model has the same VAE, and the cache is exact
-    (tests/test_wiring.py checks it against a fresh encode), so each picture is encoded at ~1 MP once per session."""
+    (tests/models/test_wiring.py checks it against a fresh encode), so each picture is encoded at ~1 MP once per session."""
     from parity.render.engine import Engine
 
     return Engine("cpu").model().renderer.latent_cache

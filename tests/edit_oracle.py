@@ -1,5 +1,5 @@
 """Drivers written the way ai-toolkit-inference serves and ai-toolkit's trainer samples one Qwen-Image-Edit prompt,
-independent of parity's wiring code: the test oracles of tests/test_qwen_image_edit.py.
+independent of parity's wiring code: the test oracles of tests/models/test_qwen_image_edit.py.
 
 Server (ai-toolkit-inference af4aec1, src/pipelines/qwen_image.py QwenImageEditPipeline._run_inference): the control
 image as a 0..1 tensor in the model dtype, bilinearly resized to ~1 MP with its ratio = H/W formula, encodes the

@@ -10,7 +10,7 @@ The trainer's side is ai-toolkit's (27a03a9): `LoRASpecialNetwork` builds every 
 lora_A/lora_B, drops `.alpha` except for LoKr, and `QwenImageModel.convert_lora_weights_before_save` prefixes the
 keys `diffusion_model.`. The server's side is diffusers 0.42.1's `QwenImageLoraLoaderMixin.lora_state_dict`
 (`_convert_non_diffusers_qwen_lora_to_diffusers`), then PEFT: each claim below is checked against that path in
-tests/test_lora_formats.py.
+tests/cases/test_lora_formats.py.
 """
 
 from __future__ import annotations

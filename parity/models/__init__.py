@@ -1,22 +1,25 @@
 """The registry: each supported model id and its Model (parity/models/model.py). Adding a model is its own folder
-(parity/models/<id>/__init__.py with its MODEL), one line here, and its example suite."""
+(parity/models/<id>/__init__.py with its MODEL), one line here, and its example suite with its baselines
+(cases/example-<id>.yaml, which the project's conftest.py names as pytest cases)."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 
 from parity.models.model import Model
-from parity.models.qwen_image import MODEL as QWEN_IMAGE
-from parity.models.qwen_image_2512 import MODEL as QWEN_IMAGE_2512
-from parity.models.qwen_image_edit import MODEL as QWEN_IMAGE_EDIT
-from parity.models.qwen_image_edit_plus import MODEL as QWEN_IMAGE_EDIT_PLUS_2509
-from parity.models.qwen_image_edit_plus_2511 import MODEL as QWEN_IMAGE_EDIT_PLUS_2511
 
-MODELS: dict[str, Model] = {
-    model.id: model
-    for model in (QWEN_IMAGE_EDIT_PLUS_2511, QWEN_IMAGE_EDIT_PLUS_2509, QWEN_IMAGE_EDIT, QWEN_IMAGE, QWEN_IMAGE_2512)
-}
-DEFAULT_MODEL = QWEN_IMAGE_EDIT_PLUS_2511.id  # a case file's `model:` when it names none
+# One line per model id, each the name of its package under parity/models/ (the first is the default model).
+REGISTERED = (
+    "qwen_image_edit_plus_2511",
+    "qwen_image_edit_plus",
+    "qwen_image_edit",
+    "qwen_image",
+    "qwen_image_2512",
+)
+MODELS: dict[str, Model] = {name: importlib.import_module(f"{__name__}.{name}").MODEL for name in REGISTERED}
+DEFAULT_MODEL = REGISTERED[0]  # a case file's `model:` when it names none
+assert all(model.id == name for name, model in MODELS.items()), "a model's package is named by its id"
 
 
 def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:

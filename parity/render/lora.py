@@ -166,7 +166,7 @@ class FusedLora:
         try:
             # low_cpu_mem_usage: PEFT makes the adapter's layers empty instead of randomly initialising them on the
             # CPU only to overwrite them (2-30 s at full size, most of a suite's time outside denoising); the
-            # loaded values and the fused weights are the server's default load's (tests/test_loading.py)
+            # loaded values and the fused weights are the server's default load's (tests/render/test_loading.py)
             self.pipe.load_lora_weights(
                 folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True, low_cpu_mem_usage=True
             )

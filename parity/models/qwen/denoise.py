@@ -2,7 +2,7 @@
 
 Each stage does what diffusers 0.42's `__call__` does, through the pipeline's own helpers (prepare_latents,
 calculate_shift, retrieve_timesteps, the image processor, the transformer and scheduler), so the result is the
-stock call's to the bit (tests/test_wiring.py checks it against the stock call with torch.equal). Splitting it lets the harness time
+stock call's to the bit (tests/models/test_wiring.py checks it against the stock call with torch.equal). Splitting it lets the harness time
 each stage and, later, swap single knobs (CFG renormalisation, scheduler) without touching the others.
 """
 

@@ -4,10 +4,10 @@ added for 2511; a config without it means off).
 
 The tokenizer needs no change: QwenImageEditPipeline's prompt template has the Edit-Plus system part, and both
 pipelines drop the first 64 tokens (prompt_template_encode_start_idx), which the tiny tokenizer makes exactly that
-part (token 64 of the Edit template is <|vision_start|>; tests/test_qwen_image_edit.py checks it). Its transformer
+part (token 64 of the Edit template is <|vision_start|>; tests/models/test_qwen_image_edit.py checks it). Its transformer
 is drawn from 2509's seed 31: with 2511's seed 1 and zero_cond_t off, on this pipeline a CFG scale change (4 ->
 2.5) moved the output 0.41 levels and CFG renormalisation 0.71, under the sensitivity test's floor of 1
-(tests/test_tiny.py); seed 31 moves every input of that test by at least 1.52 levels.
+(tests/models/test_contract.py); seed 31 moves every input of that test by at least 1.52 levels.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ The reference wiring (the defaults of RenderKnobs) is what ai-toolkit-inference 
 The trainer's sampler (ai-toolkit QwenImageEditModel) differs in the knobs RenderKnobs exposes: the text
 encoder's image keeps its aspect, the first resize is bilinear, its own scheduler config, VAE tiling under
 low_vram. The denoising loop after the control image is the stock one of both edit pipelines (diffusers 0.42:
-the same latents, shapes, schedule and CFG), which qwen_image_edit_plus_2511/denoise.py replays in stages;
-tests/test_qwen_image_edit.py checks this module against the stock QwenImageEditPipeline call with torch.equal.
+the same latents, shapes, schedule and CFG), which parity/models/qwen/denoise.py replays in stages;
+tests/models/test_qwen_image_edit.py checks this module against the stock QwenImageEditPipeline call with torch.equal.
 """
 
 from __future__ import annotations

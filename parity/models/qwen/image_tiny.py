@@ -1,7 +1,7 @@
 """The tiny Qwen-Image: the edit models' tiny text encoder and transformer classes and sizes, saved as a
 QwenImagePipeline folder (no processor: the text-to-image pipeline encodes text only).
 
-Two differences from the edit models' tiny (parity/models/qwen_image_edit_plus_2511/tiny.py, whose builders these
+Two differences from the edit models' tiny (parity/models/qwen/tiny.py, whose builders these
 are): the tokenizer is learnt on QwenImagePipeline's own prompt template, so that its system part is the 34
 tokens the pipeline drops (`prompt_template_encode_start_idx`), as with the real tokenizer; and the VAE keeps the
 real 8x compression, because text-to-image sizes come in steps of 16 (the server's divisor) and a 16x VAE would

@@ -6,7 +6,7 @@ stock call with the prompt and negative prompt as strings ("" when none), `true_
 height. The stock call encodes both strings with `encode_prompt` (cut to its max_sequence_length of 512; an
 all-ones mask becomes None) and runs the denoising loop of the edit models without control latents; this
 renderer encodes the same strings the same way once (cached) and hands the embeddings to that loop, which is
-the stock call's to the bit (tests/test_qwen_image.py). The trainer's sampler calls the same pipeline with
+the stock call's to the bit (tests/models/test_qwen_image.py). The trainer's sampler calls the same pipeline with
 embeddings it made with the same `encode_prompt`, so the two differ only in the knobs around the call.
 """
 

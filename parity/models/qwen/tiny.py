@@ -6,7 +6,7 @@ drawn from numpy's PCG64 uniform stream, not torch's initialisers: torch's `norm
 kernels per CPU kernel set (another AVX2 Box-Muller, other transcendental approximations), so a model built with
 them differs from machine to machine, and so would every baseline made on it. Random weights
 make prompt, control images and CFG move the pixels by less than one level, so a few gains are raised after
-initialisation (see `_raise_gains`); `tests/test_tiny.py` measures that each input still moves the output.
+initialisation (see `_raise_gains`); `tests/models/test_contract.py` measures that each input still moves the output.
 """
 
 from __future__ import annotations

@@ -1,33 +1,20 @@
-"""The preview wiring against an independent replay of ai-toolkit's sampler, and the ablation that names causes."""
+"""Edit-Plus's preview wiring beyond the model contract: the unmerged branch against a replay of ai-toolkit's sampler,
+every knob flipped at once, LoRA application (float rounding on the CPU, pixels in bf16), and linear_alpha."""
 
 import numpy as np
 import pytest
 import torch
+from ablation import planted_knob_is_named_first, render_memo
 from devices import gpu_test
+from families import EDIT_PLUS_ABLATION
 from paths import TINY_LORA, case_folder
 from preview_oracle import TrainerLora, trainer_generate
 
 from parity.cases.suite import load_cases
-from parity.core.images import OutputEncoding, encode_output
-from parity.judge.compare import compare
-from parity.judge.diagnose import diagnose
 from parity.models.knobs import Knob, Setting, combine, differing, flip
 from parity.models.qwen.knobs import scheduler_items
 from parity.models.qwen.schedulers import AITK_SCHEDULER_CONFIG
 from parity.render.engine import Engine
-
-MERGED = """
-loras: [{path: loras/tiny.safetensors}]
-sample:
-  width: 64
-  height: 96
-  sample_steps: 3
-  guidance_scale: 4
-  neg: "blurry"
-  seed: 4
-  samples:
-    - {prompt: "a hat", ctrl_img_1: inputs/person.png}
-"""
 
 # The LoRA entry's multiplier is the server's request scale (1.0); the trainer drew sample 0 at its own 0.7: a LoRA
 # scale that differs, as it does when a served request asks for another strength than the preview had. The job's
@@ -38,7 +25,7 @@ training: {low_vram: true, rank: 4, alpha: 2, do_cfg_norm: true}
 sample:
   width: 64
   height: 64
-  sample_steps: 3
+  sample_steps: 2
   guidance_scale: 4
   neg: ""
   seed: 9
@@ -53,9 +40,12 @@ def engine():
     return Engine("cpu")
 
 
-@pytest.mark.parametrize("suite, merged, low_vram, cfg_norm", [(MERGED, True, False, False), (UNMERGED, False, True, True)])
-def test_preview_wiring_equals_the_trainer_replay(write_case, engine, tiny_pipe, suite, merged, low_vram, cfg_norm):
-    case = load_cases(write_case(suite.replace("sample_steps: 3", "sample_steps: 2")))[0]
+def test_the_unmerged_branch_with_low_vram_and_do_cfg_norm_equals_the_trainer_replay(write_case, engine, tiny_pipe):
+    """The contract replays a merged LoRA (tests/models/test_contract.py); here the other branch of ai-toolkit's
+    Edit-Plus sampler: two multipliers in the round (unmerged float32 branch), a legacy ctrl_img (twice in the text
+    encoder), low_vram (tiled VAE) and do_cfg_norm on."""
+    merged, low_vram, cfg_norm = False, True, True
+    case = load_cases(write_case(UNMERGED))[0]
     assert case.preview.lora_merged is merged
     _, preview = engine.wirings(case)
     mine = engine.render(case, preview)
@@ -82,35 +72,15 @@ def ablation(tmp_path_factory, engine):
     return make_ablation(tmp_path_factory, engine)
 
 
-def make_ablation(tmp_path_factory, engine, model: str | None = None, suite: str = UNMERGED):
-    """A case on which most knobs differ, and a memoised renderer for its variants (`model`: another model id;
-    `suite`: another case file of UNMERGED's form)."""
-    root = tmp_path_factory.mktemp("ablation")
-    case_folder(root)
-    path = root / "suite.yaml"
-    text = suite.replace("do_cfg_norm: true", "do_cfg_norm: false, transformer_single_file: true")
-    text = f"model: {model}\n{text}" if model else text
-    path.write_text(text.replace('neg: ""', 'neg: ""\n  format: jpg'))
-    case = load_cases(path)[0]
+def make_ablation(tmp_path_factory, engine):
+    """The contract's Edit-Plus ablation case (tests/models/families.py) on 2511, the scheduler planted."""
+    root = case_folder(tmp_path_factory.mktemp("ablation"))
+    (root / "suite.yaml").write_text(EDIT_PLUS_ABLATION)
+    case = load_cases(root / "suite.yaml")[0]
     reference, preview = engine.wirings(case)
     shifted = scheduler_items(dict(AITK_SCHEDULER_CONFIG, base_shift=1.0, max_shift=1.5))
     preview = preview.with_setting(Knob.SCHEDULER, Setting(shifted, "planted", key=shifted))
     return case, reference, preview, render_memo(engine, case)
-
-
-def render_memo(engine, case):
-    """A renderer of `case` under any wiring, each pixel-deciding combination rendered once (the output encoding
-    is applied to the memoised pixels)."""
-    raw = {}
-
-    def render(wiring):
-        key = tuple((k, s.value) for k, s in wiring.settings if k is not Knob.OUTPUT)
-        if key not in raw:
-            png = Setting(OutputEncoding.PNG, "PNG")
-            raw[key] = engine.render(case, wiring.with_setting(Knob.OUTPUT, png)).image
-        return encode_output(raw[key], wiring.value(Knob.OUTPUT))
-
-    return render
 
 
 def test_flipping_every_knob_reproduces_the_preview_bit_for_bit(engine, ablation):
@@ -122,35 +92,6 @@ def test_flipping_every_knob_reproduces_the_preview_bit_for_bit(engine, ablation
     direct = engine.render(case, preview)
     assert torch.equal(flipped.decoded, direct.decoded)
     assert not torch.equal(engine.render(case, reference).decoded, direct.decoded)
-
-
-# Every knob whose effect shows in 8-bit pixels on any CPU. LoRA application is not one of them on the CPU: in
-# float32, diffusers' fused delta and ai-toolkit's float32 branch differ by rounding only, and whether that flips a
-# pixel depends on the CPU's kernels (it does on AVX2, it did not on an AVX-512 Xeon). Its float difference is
-# checked below on any CPU; its diagnosis in bf16, where the fused delta is rounded to the model dtype, on a GPU
-# (tests/test_gpu.py).
-PLANTED = [
-    Knob.CFG_RENORM, Knob.SCHEDULER, Knob.LORA_SCALE, Knob.TEXT_IMAGES, Knob.TEXT_IMAGE_SIZE,
-    Knob.NEGATIVE_IMAGES, Knob.VAE_TILING, Knob.ZERO_COND_T, Knob.OUTPUT,
-]
-
-
-def planted_knob_is_named_first(ablation, knob):
-    case, reference, preview, render = ablation
-    baseline = render(flip(reference, preview, knob))  # the only difference from the reference is `knob`
-    output = render(reference)
-    base = compare(output, baseline, case.thresholds).metrics  # None: the planted knob changed the size
-    assert (base is None) == (knob is Knob.SIZE), "only the size knob may change the size"
-    assert base is None or base.max_abs_diff > 0, f"planting {knob.value} changed nothing"
-    result = diagnose(reference, preview, baseline, base, case.thresholds, render)
-    assert result.ranked[0].knob is knob
-    assert result.explained_by == (knob,)
-    assert result.verdict.startswith(f"mismatch explained by: {knob.value} (" + ("another size -> SSIM" if base is None else "SSIM"))
-
-
-@pytest.mark.parametrize("knob", PLANTED, ids=lambda k: k.name)
-def test_a_planted_knob_is_named_first(ablation, knob):
-    planted_knob_is_named_first(ablation, knob)
 
 
 def test_lora_application_changes_the_float_output(engine, ablation):

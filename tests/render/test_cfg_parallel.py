@@ -4,7 +4,7 @@ a second thread; every output must equal the one-device output bit for bit (torc
 On the CPU both "devices" are the CPU, so this checks the machinery (copy, weight following, threads,
 combination). The claim holds here only because parity runs MKL in its reproducible mode: the copy's weights sit
 at other addresses than the loaded ones, and MKL otherwise picks its matrix-vector branch by alignment (one
-last bit apart). Across two GPUs of one model no such mode is needed: tests/test_gpu.py and
+last bit apart). Across two GPUs of one model no such mode is needed: tests/render/test_gpu.py and
 benchmarks/full_size.py check that run."""
 
 from __future__ import annotations

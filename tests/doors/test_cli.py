@@ -133,7 +133,7 @@ sample:
   guidance_scale: 4
   sample_steps: 2
   neg: ""
-  samples:  # one case: a diagnosis renders ~20 wirings (tests/test_preview.py plants each knob alone)
+  samples:  # one case: a diagnosis renders ~20 wirings (tests/models/test_preview.py plants each knob alone)
     - {name: portrait, prompt: "[trigger] a hat", ctrl_img_1: inputs/person.png, baseline: samples/1.jpg,
        network_multiplier: 0.5}
 """

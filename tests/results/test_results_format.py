@@ -13,7 +13,7 @@ from parity.results.format import FORMAT, SCHEMA_FILE, encode, read_json, write_
 
 jsonschema = pytest.importorskip("jsonschema")  # the test extra installs it; parity itself does not need it
 
-BEFORE = Path(__file__).parent / "data" / "results-v1-before"  # two cases written by the asdict() writer (f5da211)
+BEFORE = Path(__file__).parent.parent / "data" / "results-v1-before"  # two cases written by the asdict() writer (f5da211)
 SCHEMA = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 DEFS = {  # record type -> its definition in the schema
     "RunInfo": "run",
