@@ -220,15 +220,17 @@ def training_block(process: dict, step: int) -> dict:
     train, save, sample = process.get("train") or {}, process.get("save") or {}, process.get("sample") or {}
     rank = network.get("linear", network.get("rank"))
     alpha = network.get("linear_alpha", network.get("alpha"))
+    quantize, offloading = bool(model.get("quantize", False)), bool(model.get("layer_offloading", model.get("auto_memory", False)))
+    quantize_te = bool(model.get("quantize_te", quantize))  # ModelConfig: quantize_te defaults to quantize
     block = {
         "step": step,
-        "quantize": bool(model.get("quantize", False)),
-        "qtype": model.get("qtype"),
-        "quantize_te": bool(model.get("quantize_te", False)),
-        "qtype_te": model.get("qtype_te"),
+        "quantize": quantize,
+        "qtype": _qtype(model.get("qtype"), offloading) if quantize else model.get("qtype"),
+        "quantize_te": quantize_te,
+        "qtype_te": _qtype(model.get("qtype_te"), offloading) if quantize_te else model.get("qtype_te"),
         "low_vram": bool(model.get("low_vram", False)),
         "dtype": train.get("dtype"),
-        "layer_offloading": bool(model.get("layer_offloading", False)),
+        "layer_offloading": offloading,
         "transformer_single_file": str(model.get("name_or_path") or "").endswith(".safetensors"),
         "network_type": network.get("type", "lora"),
         "rank": int(rank) if rank is not None else 4,  # ai-toolkit's NetworkConfig default
@@ -238,6 +240,13 @@ def training_block(process: dict, step: int) -> dict:
         "do_cfg_norm": bool(sample.get("do_cfg_norm", False)),
     }
     return {k: v for k, v in block.items() if v is not None}
+
+
+def _qtype(written: object, offloading: bool) -> str:
+    """The quantization type the trainer runs (toolkit/config_modules.py ModelConfig): qfloat8 unless the job names
+    one, and float8 (torchao) instead of qfloat8 under layer_offloading."""
+    qtype = str(written) if written else "qfloat8"
+    return "float8" if offloading and qtype == "qfloat8" else qtype
 
 
 def _resolve_input(raw: str, bases: list[Path]) -> Path | None:

@@ -85,7 +85,8 @@ def test_samples_list_latest_step(tmp_path, monkeypatch):
     assert suite["baseline_kind"] == "preview" and suite["trigger_word"] == "sks" and suite["base_model"] == "tiny"
     assert suite["loras"] == [{"path": f"../output/{NAME}/{NAME}_000000500.safetensors"}]
     assert suite["training"] == {
-        "step": 500, "quantize": True, "qtype": "qfloat8", "quantize_te": False, "low_vram": True, "dtype": "bf16",
+        # quantize_te is not in the job: the trainer's ModelConfig takes quantize's value, and qfloat8 for its qtype
+        "step": 500, "quantize": True, "qtype": "qfloat8", "quantize_te": True, "qtype_te": "qfloat8", "low_vram": True, "dtype": "bf16",
         "layer_offloading": False, "transformer_single_file": False, "network_type": "lora", "rank": 16, "alpha": 8.0,
         "save_dtype": "float16", "do_cfg_norm": False,
     }
@@ -274,3 +275,24 @@ def test_a_lokr_job_is_imported_and_its_lora_audit_says_the_server_refuses_it(tm
     assert data["training"]["network_type"] == "lokr" and "alpha" not in data["training"]  # the job set none
     assert main(["validate", "cases/job.yaml"]) == 2
     assert "is a LoKr network, as ai-toolkit writes with `network: type: lokr`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ({}, {"quantize": False, "quantize_te": False}),
+        ({"quantize": True}, {"quantize": True, "qtype": "qfloat8", "quantize_te": True, "qtype_te": "qfloat8"}),
+        ({"quantize": True, "quantize_te": False, "qtype": "uint3|ostris/accuracy_recovery_adapters/qwen.safetensors"},
+         {"quantize": True, "qtype": "uint3|ostris/accuracy_recovery_adapters/qwen.safetensors", "quantize_te": False}),
+        ({"quantize": True, "layer_offloading": True}, {"qtype": "float8", "qtype_te": "float8", "layer_offloading": True}),
+        ({"quantize": True, "auto_memory": True, "qtype_te": "int8"}, {"qtype": "float8", "qtype_te": "int8", "layer_offloading": True}),
+    ],
+)
+def test_the_training_block_takes_the_trainers_quantization_defaults(model, expected):
+    """ai-toolkit's ModelConfig (toolkit/config_modules.py): quantize_te defaults to quantize, qtype and qtype_te to
+    qfloat8, layer_offloading to auto_memory, and layer_offloading turns qfloat8 into float8 (torchao)."""
+    from parity.cases.importer import training_block
+
+    block = training_block({"model": model}, 100)
+    assert {k: block[k] for k in expected} == expected
+    assert ("qtype" in block) is bool(block["quantize"] or model.get("qtype"))
