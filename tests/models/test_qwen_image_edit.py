@@ -12,10 +12,7 @@ from parity.models import MODELS, get_model
 from parity.render.loading import load_pipeline
 
 MODEL = "qwen_image_edit"
-# Every test here takes the 2:1 landscape picture: non-square (the server's transposed text-image size) and not the
-# output size (the first resize's kernel shows), and one picture keeps it lean. The pipeline encodes its control
-# image at ~1 MP (3 s on 2 CPU cores) and the stock call, which the oracles run, encodes it every time; the
-# engine's pooled model caches each resized picture's latents for the tests after.
+# A case file of this model, which the resolver's tests below change where they need to.
 SUITE = """
 model: qwen_image_edit
 loras: [{path: loras/tiny.safetensors}]

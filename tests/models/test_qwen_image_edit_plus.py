@@ -8,22 +8,6 @@ from parity.models import get_model
 from parity.render.loading import load_pipeline
 
 MODEL = "qwen_image_edit_plus"
-SUITE = """
-model: qwen_image_edit_plus
-loras: [{path: loras/tiny.safetensors}]
-sample:
-  width: 64
-  height: 64
-  sample_steps: 2
-  guidance_scale: 4
-  neg: "blurry"
-  seed: 5
-  samples:
-    - {name: one, prompt: "sks a hat", ctrl_img_1: inputs/person.png, ctrl_img_2: inputs/hat.png, network_multiplier: 0.7}
-    - {name: two, prompt: "sks a square", ctrl_img_1: inputs/landscape.png}
-"""
-
-
 @pytest.fixture(scope="module")
 def pipe_2509():
     return load_pipeline("tiny", ".", "cpu", model_id=MODEL)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import ClassVar
 
 from parity.facts.case import Case
 from parity.models.knobs import Knob, RuntimeFacts, Wiring
@@ -25,12 +27,14 @@ from parity.models.qwen import edit_knobs, geometry, image_knobs, knobs
 
 @dataclass(frozen=True)
 class Qwen(Model):
-    """What every Qwen model shares: the size rules, the scheduler knob, the tiny LoRA."""
+    """What every Qwen model shares: the size rules, the scheduler knob, the tiny LoRA, and the way to its pipeline's
+    rooms: `rules` (its knob module, pure) and `_wiring` / `_tiny` (its renderer and tiny builder, torch)."""
 
     zero_cond_t: bool = True  # the checkpoint's transformer config (its tiny model's too)
     zero_cond_t_rule: str = ""  # the reference server's zero_cond_t in the knob table, e.g. "the checkpoint's (on for 2511)"
     tiny_name: str = ""  # the tiny model's cache folder
     transformer_seed: int = 1  # the tiny transformer's seed
+    rules: ClassVar[ModuleType] = knobs
 
     def server_size(self, value: int) -> int:
         return geometry.server_size(value, self.size_divisor)
@@ -48,10 +52,39 @@ class Qwen(Model):
     def scheduler_items(self, config: dict[str, object]) -> tuple[tuple[str, object], ...]:
         return knobs.scheduler_items(config)
 
-    def request(self, **fields):
-        from parity.models.qwen.wiring import Request
+    def knob_rules(self) -> dict[Knob, tuple[str, str, str]]:
+        return self.rules.knob_rules(self.lora_method, self.zero_cond_t_rule)
 
-        return Request(**fields)
+    def reference_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
+        return self.rules.reference_wiring(case, facts, lora_method=self.lora_method)
+
+    def preview_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
+        return self.rules.preview_wiring(case, facts)
+
+    def _wiring(self) -> ModuleType:
+        from parity.models.qwen import wiring
+
+        return wiring
+
+    def _tiny(self) -> ModuleType:
+        from parity.models.qwen import tiny
+
+        return tiny
+
+    def renderer(self, pipe):
+        return self._wiring().Renderer(pipe)
+
+    def request(self, **fields):
+        return self._wiring().Request(**fields)
+
+    def render_knobs(self, wiring: Wiring, facts: RuntimeFacts):
+        return self._wiring().render_knobs(wiring, facts)
+
+    def renderer_knobs(self, **fields):
+        return self._wiring().RenderKnobs(**fields)
+
+    def ensure_tiny(self, root: Path | None = None) -> Path:
+        return self._tiny().ensure_tiny(root, name=self.tiny_name, zero_cond_t=self.zero_cond_t, transformer_seed=self.transformer_seed)
 
     def write_tiny_lora(self, path: str | Path) -> Path:
         from parity.models.qwen.tiny import write_tiny_lora
@@ -61,104 +94,41 @@ class Qwen(Model):
 
 @dataclass(frozen=True)
 class QwenEditPlus(Qwen):
-    """QwenImageEditPlusPipeline on both sides (ai-toolkit arch qwen_image_edit_plus)."""
-
-    def knob_rules(self) -> dict[Knob, tuple[str, str, str]]:
-        return knobs.knob_rules(self.lora_method, self.zero_cond_t_rule)
-
-    def reference_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
-        return knobs.reference_wiring(case, facts, lora_method=self.lora_method)
-
-    def preview_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
-        return knobs.preview_wiring(case, facts)
-
-    def renderer(self, pipe):
-        from parity.models.qwen.wiring import Renderer
-
-        return Renderer(pipe)
-
-    def render_knobs(self, wiring: Wiring, facts: RuntimeFacts):
-        from parity.models.qwen.wiring import render_knobs
-
-        return render_knobs(wiring, facts)
-
-    def renderer_knobs(self, **fields):
-        from parity.models.qwen.wiring import RenderKnobs
-
-        return RenderKnobs(**fields)
-
-    def ensure_tiny(self, root: Path | None = None) -> Path:
-        from parity.models.qwen.tiny import ensure_tiny
-
-        return ensure_tiny(root, name=self.tiny_name, zero_cond_t=self.zero_cond_t, transformer_seed=self.transformer_seed)
+    """QwenImageEditPlusPipeline on both sides (ai-toolkit arch qwen_image_edit_plus): the family's base rooms."""
 
 
 @dataclass(frozen=True)
 class QwenEdit(Qwen):
     """QwenImageEditPipeline on both sides, one control image (ai-toolkit arch qwen_image_edit)."""
 
-    def knob_rules(self) -> dict[Knob, tuple[str, str, str]]:
-        return edit_knobs.knob_rules(self.lora_method, self.zero_cond_t_rule)
+    rules: ClassVar[ModuleType] = edit_knobs
 
-    def reference_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
-        return edit_knobs.reference_wiring(case, facts, lora_method=self.lora_method)
+    def _wiring(self) -> ModuleType:
+        from parity.models.qwen import edit_wiring
 
-    def preview_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
-        return edit_knobs.preview_wiring(case, facts)
+        return edit_wiring
 
-    def renderer(self, pipe):
-        from parity.models.qwen.edit_wiring import Renderer
+    def _tiny(self) -> ModuleType:
+        from parity.models.qwen import edit_tiny
 
-        return Renderer(pipe)
-
-    def render_knobs(self, wiring: Wiring, facts: RuntimeFacts):
-        from parity.models.qwen.edit_wiring import render_knobs
-
-        return render_knobs(wiring, facts)
-
-    def renderer_knobs(self, **fields):
-        from parity.models.qwen.edit_wiring import RenderKnobs
-
-        return RenderKnobs(**fields)
-
-    def ensure_tiny(self, root: Path | None = None) -> Path:
-        from parity.models.qwen.edit_tiny import ensure_tiny
-
-        return ensure_tiny(root, name=self.tiny_name, transformer_seed=self.transformer_seed)
+        return edit_tiny
 
 
 @dataclass(frozen=True)
 class QwenImage(Qwen):
     """QwenImagePipeline on both sides, text to image (ai-toolkit arch qwen_image)."""
 
-    def knob_rules(self) -> dict[Knob, tuple[str, str, str]]:
-        return image_knobs.knob_rules(self.lora_method)
+    rules: ClassVar[ModuleType] = image_knobs
 
-    def reference_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
-        return image_knobs.reference_wiring(case, facts, lora_method=self.lora_method)
+    def _wiring(self) -> ModuleType:
+        from parity.models.qwen import image_wiring
 
-    def preview_wiring(self, case: Case, facts: RuntimeFacts) -> Wiring:
-        return image_knobs.preview_wiring(case, facts)
+        return image_wiring
 
-    def renderer(self, pipe):
-        from parity.models.qwen.image_wiring import Renderer
+    def _tiny(self) -> ModuleType:
+        from parity.models.qwen import image_tiny
 
-        return Renderer(pipe)
-
-    def render_knobs(self, wiring: Wiring, facts: RuntimeFacts):
-        from parity.models.qwen.image_wiring import render_knobs
-
-        return render_knobs(wiring, facts)
-
-    def renderer_knobs(self, **fields):
-        from parity.models.qwen.image_wiring import RenderKnobs
-
-        return RenderKnobs(**fields)
-
-    def ensure_tiny(self, root: Path | None = None) -> Path:
-        from parity.models.qwen.image_tiny import ensure_tiny
-
-        return ensure_tiny(root, name=self.tiny_name, transformer_seed=self.transformer_seed)
+        return image_tiny
 
 
 __all__ = ["Qwen", "QwenEdit", "QwenEditPlus", "QwenImage"]

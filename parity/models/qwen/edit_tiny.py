@@ -24,9 +24,11 @@ TRANSFORMER_SEED = 31
 MAX_PIXELS = 384 * 384
 
 
-def ensure_tiny(root: Path | None = None, name: str = "qwen-image-edit", transformer_seed: int = TRANSFORMER_SEED) -> Path:
+def ensure_tiny(
+    root: Path | None = None, name: str = "qwen-image-edit", zero_cond_t: bool = False, transformer_seed: int = TRANSFORMER_SEED
+) -> Path:
     return edit_plus.ensure_tiny(
-        root, name=name, zero_cond_t=False, transformer_seed=transformer_seed, pipeline="QwenImageEditPipeline",
+        root, name=name, zero_cond_t=zero_cond_t, transformer_seed=transformer_seed, pipeline="QwenImageEditPipeline",
         max_pixels=MAX_PIXELS,
     )
 

@@ -35,9 +35,10 @@ _OWN_RULES = {
 }
 
 
-def knob_rules(lora_method: LoraMethod) -> dict[Knob, tuple[str, str, str]]:
-    """(reference server, trainer's preview, replayed by --diagnose?) of a model of this pipeline (README)."""
-    rules = {**edit_plus.knob_rules(lora_method, ""), **_OWN_RULES}
+def knob_rules(lora_method: LoraMethod, zero_cond_t: str = "") -> dict[Knob, tuple[str, str, str]]:
+    """(reference server, trainer's preview, replayed by --diagnose?) of a model of this pipeline (README); it has no
+    zero_cond_t knob (the text-to-image transformer configs predate the switch)."""
+    rules = {**edit_plus.knob_rules(lora_method, zero_cond_t), **_OWN_RULES}
     return {k: rules[k] for k in KNOBS}
 
 

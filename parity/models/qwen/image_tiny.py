@@ -29,13 +29,16 @@ CORPUS = (
 TRANSFORMER_SEED = 1
 
 
-def ensure_tiny(root: Path | None = None, name: str = "qwen-image", transformer_seed: int = TRANSFORMER_SEED) -> Path:
-    """`name` and `transformer_seed`: the checkpoint it stands for (Qwen-Image-2512 is the same layout, its
-    transformer drawn from another seed)."""
-    return edit_plus.ensure_built(root, f"{name}-s{transformer_seed}", lambda dest: build_tiny(dest, transformer_seed))
+def ensure_tiny(
+    root: Path | None = None, name: str = "qwen-image", zero_cond_t: bool = False, transformer_seed: int = TRANSFORMER_SEED
+) -> Path:
+    """`name`, `zero_cond_t` and `transformer_seed`: the checkpoint it stands for (Qwen-Image-2512 is the same layout,
+    its transformer drawn from another seed; both configs predate zero_cond_t)."""
+    folder = f"{name}-s{transformer_seed}" + ("-z1" if zero_cond_t else "")
+    return edit_plus.ensure_built(root, folder, lambda dest: build_tiny(dest, transformer_seed, zero_cond_t))
 
 
-def build_tiny(dest: Path, transformer_seed: int = TRANSFORMER_SEED) -> None:
+def build_tiny(dest: Path, transformer_seed: int = TRANSFORMER_SEED, zero_cond_t: bool = False) -> None:
     """Every component from fixed seeds, saved as a QwenImagePipeline diffusers folder at `dest`."""
     from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
     from transformers.utils import logging as transformers_logging
@@ -46,7 +49,7 @@ def build_tiny(dest: Path, transformer_seed: int = TRANSFORMER_SEED) -> None:
         torch.manual_seed(0)
         text_encoder = edit_plus.build_text_encoder(tokenizer)
         torch.manual_seed(1)
-        transformer = edit_plus.build_transformer(zero_cond_t=False, seed=transformer_seed)
+        transformer = edit_plus.build_transformer(zero_cond_t=zero_cond_t, seed=transformer_seed)
         torch.manual_seed(2)
         vae = edit_plus.build_vae(compression=8)
     pipe = QwenImagePipeline(
