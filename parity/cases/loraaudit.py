@@ -56,7 +56,7 @@ class LoraAudit:
         modules = f"{self.modules_in_file} modules"
         if self.modules_matched is not None:
             modules = f"{self.modules_matched} of {self.modules_in_file} modules match the model's {self.linears_in_model} linears"
-        setting = "; ".join(part.split(" (")[0] for part in self.trainer_setting.split("; "))
+        setting = "; ".join(part.split(" (")[0].split(", or ")[0] for part in self.trainer_setting.split("; "))
         parts = [
             f"{os.path.basename(self.path)}: {verdict}",
             f"{self.format}, {self.dtype or 'no tensors'}, rank {self.rank}, from {setting}",

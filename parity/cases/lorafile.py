@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ class LoraFile:
     dropped: tuple[str, ...] = ()  # kohya-style DoRA `dora_scale` keys: the server drops them and applies the plain LoRA
     unpaired: tuple[tuple[str, str], ...] = ()  # (module, the missing half) of an incomplete pair
     misfits: tuple[str, ...] = ()  # pairs whose down and up do not fit together
+    wide_alphas: tuple[str, ...] = ()  # `.alpha` keys that hold more than one number
 
     @property
     def facts(self) -> FormatFacts:
@@ -156,7 +158,7 @@ class LoraFile:
     @property
     def trainer_setting(self) -> str:
         if self.format is LoraFormat.PEFT_LORA and self.alphas:
-            return "not as ai-toolkit saves a Qwen LoRA (it writes no .alpha keys): converted, or another tool's"
+            return "another tool, or a converted file (ai-toolkit writes no .alpha keys for a Qwen LoRA)"
         settings = [FORMATS[k].trainer for k in (self.format, *self.mixed)]
         return "; ".join([*settings, FLOAT8.trainer] if self.float8 else settings)
 
@@ -218,6 +220,13 @@ class LoraFile:
                 "server's loader raises on it (`ValueError: Missing lora_B weight` or a KeyError), so nothing renders"),
                 "re-save the LoRA; the file is incomplete",
             )
+        if self.wide_alphas:
+            return (
+                (f"LoRA {name}: {len(self.wide_alphas)} .alpha keys hold more than one number ({_shown(list(self.wide_alphas))}): "
+                "the reference server's loader raises on them (`a Tensor with N elements cannot be converted to "
+                "Scalar`), so nothing renders"),
+                "re-save the LoRA with one alpha per layer, or without .alpha keys (alpha = rank)",
+            )
         if self.misfits:
             return (
                 (f"LoRA {name}: {self.misfits[0]} (down is [rank, inputs], up is [outputs, rank]): PEFT refuses such a "
@@ -273,9 +282,12 @@ def classify(path: str, header: dict[str, tuple[tuple[int, ...], str]], read_sca
     strays: list[str] = []
     dropped: list[str] = []
     alpha_keys: dict[str, str] = {}
+    wide_alphas: list[str] = []
     for key, (shape, _) in header.items():
         if key.endswith(".alpha"):
             alpha_keys[module_name(key, ".alpha").removeprefix("lycoris_")] = key
+            if math.prod(shape) != 1:
+                wide_alphas.append(key)
             continue
         role = _pair_role(key)
         if role is not None:
@@ -317,6 +329,7 @@ def classify(path: str, header: dict[str, tuple[tuple[int, ...], str]], read_sca
         dropped=tuple(dropped),
         unpaired=unpaired,
         misfits=tuple(misfits),
+        wide_alphas=tuple(wide_alphas),
     )
 
 

@@ -80,11 +80,14 @@ def model_linears(transformer: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     return {n: m for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
-def changes_nothing(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str | None:
-    """Why a LoRA's targeted layers add nothing to the model ({module: (down, up)}), or None: every lora_B all zero
-    (a step-0 checkpoint: ai-toolkit initialises lora_B to zeros), or else a zero factor in every layer."""
+def changes_nothing(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], zero_alpha: bool = False) -> str | None:
+    """Why a LoRA's targeted layers add nothing to the model ({module: (down, up)} as loaded), or None: every
+    `.alpha` key 0 (the server's loader multiplies the weights by alpha / rank), every lora_B all zero (a step-0
+    checkpoint: ai-toolkit initialises lora_B to zeros), or else a zero factor in every layer."""
     if not pairs or any(t.is_meta for pair in pairs.values() for t in pair):
         return None
+    if zero_alpha:
+        return "this LoRA changes nothing: every .alpha key in the file is 0, and the server's loader multiplies the weights by alpha / rank"
     if all(not torch.any(up) for _, up in pairs.values()):
         return f"this LoRA changes nothing: every lora_B is zero ({len(pairs)} targeted layers), as in a step-0 checkpoint"
     if all(not torch.any(down) or not torch.any(up) for down, up in pairs.values()):
@@ -200,7 +203,7 @@ class FusedLora:
                 f"{note} (allowed by allow_partial_lora; the reference server drops them too and applies the rest): "
                 + _shown(missing)
             ]
-        nothing = changes_nothing(_adapter_pairs(wrapped))
+        nothing = changes_nothing(_adapter_pairs(wrapped), zero_alpha=lorafile.inspect(path).alpha_scale() == 0.0)
         if nothing is not None:
             self.notes.append(f"LoRA {os.path.basename(path)}: {nothing}")
         self.loaded = LoadedLora(path, len(wanted), len(targets), linears, tuple(missing), nothing)

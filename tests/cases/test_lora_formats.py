@@ -253,3 +253,28 @@ def test_a_file_with_alpha_keys_is_applied_with_them_by_the_server_and_without_b
         LoraState.for_pipe(mine).apply(LoraMethod.DIFFUSERS_FUSE, str(path), LoraScale(0.6, alpha))
         theirs = server.transformer.state_dict()
         assert all(torch.equal(v, theirs[k]) for k, v in mine.transformer.state_dict().items()), alpha
+
+
+@pytest.mark.parametrize("alpha", [torch.tensor(0.0), torch.ones(3)], ids=["zero", "not-one-number"])
+def test_odd_alpha_keys_are_said_as_the_server_treats_them(alpha, workdir, write_case):
+    """`.alpha` 0: the server's loader multiplies the weights by alpha / rank, so the LoRA changes nothing (said, the
+    case renders). An `.alpha` of several numbers: the loader raises (`cannot be converted to Scalar`): refused."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(REPO / "cases" / "loras" / "tiny.safetensors"))
+    tensors.update({k.replace(".lora_A.weight", ".alpha"): alpha for k in list(tensors) if k.endswith(".lora_A.weight")})
+    path = workdir / "cases" / "loras" / "odd.safetensors"
+    save_file(tensors, str(path))
+    if alpha.numel() > 1:
+        with pytest.raises(ValueError, match="cannot be converted to Scalar"):
+            server_fuse(load_pipeline("tiny", ".", "cpu"), path)
+    text = "loras: [{path: loras/odd.safetensors}]\nsample: {width: 64, height: 64, sample_steps: 2, samples: [{prompt: a, ctrl_img_1: inputs/square.png}]}\n"
+    main(["run", str(write_case(text)), "--out", str(workdir / "out")])
+    data = json.loads((workdir / "out" / "results.json").read_text())
+    (row,) = data["cases"]
+    if alpha.numel() > 1:
+        assert row["status"] == "error" and "28 .alpha keys hold more than one number" in row["error"]
+        assert data["run"]["loras"][0]["server_action"] == "refuses it"
+    else:
+        assert any("every .alpha key in the file is 0" in note for note in row["notes"])
+        assert data["run"]["loras"][0]["changes_nothing"].startswith("this LoRA changes nothing: every .alpha key")
