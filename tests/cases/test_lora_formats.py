@@ -262,7 +262,7 @@ def test_odd_alpha_keys_are_said_as_the_server_treats_them(alpha, workdir, write
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(str(REPO / "cases" / "loras" / "tiny.safetensors"))
-    tensors.update({k.replace(".lora_A.weight", ".alpha"): alpha for k in list(tensors) if k.endswith(".lora_A.weight")})
+    tensors.update({k.replace(".lora_A.weight", ".alpha"): alpha.clone() for k in list(tensors) if k.endswith(".lora_A.weight")})
     path = workdir / "cases" / "loras" / "odd.safetensors"
     save_file(tensors, str(path))
     if alpha.numel() > 1:
