@@ -266,7 +266,7 @@ def test_odd_alpha_keys_are_said_as_the_server_treats_them(alpha, workdir, write
     path = workdir / "cases" / "loras" / "odd.safetensors"
     save_file(tensors, str(path))
     if alpha.numel() > 1:
-        with pytest.raises(ValueError, match="cannot be converted to Scalar"):
+        with pytest.raises(RuntimeError, match="cannot be converted to Scalar"):
             server_fuse(load_pipeline("tiny", ".", "cpu"), path)
     text = "loras: [{path: loras/odd.safetensors}]\nsample: {width: 64, height: 64, sample_steps: 2, samples: [{prompt: a, ctrl_img_1: inputs/square.png}]}\n"
     main(["run", str(write_case(text)), "--out", str(workdir / "out")])
