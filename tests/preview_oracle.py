@@ -77,10 +77,13 @@ class TrainerLora:
             state["weight"] = weight.to(self.saved[name].dtype)
             linear.load_state_dict(state)  # as merge_in writes back: a copy into the module's own storage
 
-    def unmerged(self, multiplier):
-        scale = torch.tensor(self.scale, dtype=torch.float32)
-        mult = torch.tensor((multiplier,)).to("cpu", dtype=torch.float32)
-        for name, p in self.pairs.items():
+    def unmerged(self, multiplier, device="cpu"):
+        """The float32 branch on `device`, where the network is (`force_to` the training device)."""
+        scale = torch.tensor(self.scale, dtype=torch.float32, device=device)
+        mult = torch.tensor((multiplier,)).to(device, dtype=torch.float32)
+        for name, pair in self.pairs.items():
+            p = {role: weight.to(device) for role, weight in pair.items()}
+
             def hook(module, inputs, output, p=p):
                 lx = F.linear(F.linear(inputs[0].to(torch.float32), p["down"]), p["up"]) * scale
                 lx = lx * mult.unsqueeze(-1).unsqueeze(-1) if lx.dim() == 3 else lx * mult

@@ -22,6 +22,7 @@ import yaml
 from parity.cases import yamlfile
 from parity.core.atomic import sha256_of, write_text
 from parity.core.errors import ParityError
+from parity.facts import quant
 from parity.models import MODELS, get_model
 
 PREVIEW_NAME = re.compile(r"^(?P<ms>\d+)__(?P<step>\d{9})_(?P<index>\d+)\.(?P<ext>jpg|jpeg|png|webp)$", re.IGNORECASE)
@@ -225,9 +226,9 @@ def training_block(process: dict, step: int) -> dict:
     block = {
         "step": step,
         "quantize": quantize,
-        "qtype": _qtype(model.get("qtype"), offloading) if quantize else model.get("qtype"),
+        "qtype": _qtype(model, "qtype", offloading) if quantize else model.get("qtype"),
         "quantize_te": quantize_te,
-        "qtype_te": _qtype(model.get("qtype_te"), offloading) if quantize_te else model.get("qtype_te"),
+        "qtype_te": _qtype(model, "qtype_te", offloading) if quantize_te else model.get("qtype_te"),
         "low_vram": bool(model.get("low_vram", False)),
         "dtype": train.get("dtype"),
         "layer_offloading": offloading,
@@ -242,11 +243,25 @@ def training_block(process: dict, step: int) -> dict:
     return {k: v for k, v in block.items() if v is not None}
 
 
-def _qtype(written: object, offloading: bool) -> str:
+def _qtype(model: dict, field: str, offloading: bool) -> str:
     """The quantization type the trainer runs (toolkit/config_modules.py ModelConfig): qfloat8 unless the job names
-    one, and float8 (torchao) instead of qfloat8 under layer_offloading."""
+    one, float8 (torchao) instead of qfloat8 under layer_offloading (or auto_memory), and for the transformer an
+    `accuracy_recovery_adapter` carried after a bar, as a qtype of the form `uint3|<adapter>` carries it. A qtype
+    the trainer does not know is refused with the ones it knows."""
+    written = model.get(field)
     qtype = str(written) if written else "qfloat8"
-    return "float8" if offloading and qtype == "qfloat8" else qtype
+    if offloading and qtype == "qfloat8":
+        qtype = "float8"
+    adapter = model.get("accuracy_recovery_adapter")
+    if field == "qtype" and adapter and "|" not in qtype:
+        qtype = f"{qtype}|{adapter}"
+    problem = quant.unknown(qtype)
+    if problem:
+        raise JobImportError(
+            f"model.{field}: {problem}",
+            f"fix the job config's model.{field}; parity replays {quant.replayed_text()} and records the others",
+        )
+    return qtype
 
 
 def _resolve_input(raw: str, bases: list[Path]) -> Path | None:

@@ -179,7 +179,10 @@ def _case(loaded: LoadedSuite, model: Model, one: TrainerSample) -> tuple[Case, 
 def training_facts(entry: TrainingEntry | None) -> TrainingFacts:
     """The `training:` block as the later layers read it (the same fields, no YAML type)."""
     entry = entry or TrainingEntry()
-    return TrainingFacts(**{f.name: getattr(entry, f.name) for f in fields(TrainingFacts)})
+    facts = {f.name: getattr(entry, f.name) for f in fields(TrainingFacts)}
+    if facts["quantize_te"] is None:  # toolkit/config_modules.py ModelConfig: quantize_te defaults to quantize
+        facts["quantize_te"] = facts["quantize"]
+    return TrainingFacts(**facts)
 
 
 def _alpha_notes(training: TrainingFacts, lora: bool) -> tuple[str, ...]:

@@ -183,12 +183,18 @@ class TrainingEntry:
 
     step: int | None = key("Harness: the training step the previews were drawn at.", minimum=0, origin=HARNESS)
     quantize: bool = key(
-        "model.quantize: the trainer drew previews from a quantized transformer (not replayed; shown as a cause).",
+        "model.quantize: the trainer drew previews from a quantized transformer, its LoRA unmerged (replayed for "
+        "optimum-quanto's qfloat8, qfloat8_e5m2 and qint8 with `pip install 'parity[trainer]'`; shown otherwise).",
         False,
     )
-    qtype: str | None = key("model.qtype, e.g. qfloat8 or uint3 (recorded).")
-    quantize_te: bool = key("model.quantize_te: the text encoder was quantized (not replayed; shown).", False)
-    qtype_te: str | None = key("model.qtype_te (recorded).")
+    qtype: str | None = key(
+        "model.qtype (unset: qfloat8, the trainer's default), e.g. qfloat8, float8, or uint3|<accuracy recovery adapter>."
+    )
+    quantize_te: bool | None = key(
+        "model.quantize_te (unset: as `quantize`, the trainer's default): the text encoder was quantized, replayed "
+        "as `quantize` is."
+    )
+    qtype_te: str | None = key("model.qtype_te (unset: qfloat8, the trainer's default).")
     low_vram: bool = key("model.low_vram: the trainer tiles the VAE (control-image encode and decode).", False)
     dtype: str | None = key("train.dtype the previews were drawn in, e.g. bf16 (recorded).")
     layer_offloading: bool = key(

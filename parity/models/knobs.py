@@ -94,6 +94,7 @@ class RuntimeFacts:
     lora_file_dtype: str | None = None
     lora_alpha_text: str = ""  # the file's `.alpha` keys in words ("alpha 8 / rank 4"); "" when it has none
     lora_alpha_scale: float | None = 1.0  # the file's alpha / rank, as the server's loader applies it (None: varies)
+    quant_libraries: tuple[tuple[str, str | None], ...] = ()  # the trainer's quantization libraries here: (name, version)
 
 
 def differing(a: Wiring, b: Wiring) -> tuple[Knob, ...]:
@@ -101,13 +102,19 @@ def differing(a: Wiring, b: Wiring) -> tuple[Knob, ...]:
     return tuple(k for k, s in a.settings if s.effect_key != b[k].effect_key)
 
 
+# Knobs that cannot be taken alone: a quantized base takes a LoRA only as ai-toolkit's unmerged branch (the trainer's
+# `can_merge_in` is false there, and the server's fuse has no quantized weights to write into).
+TAKEN_WITH: dict[Knob, tuple[Knob, ...]] = {Knob.QUANTIZATION: (Knob.LORA_METHOD,)}
+
+
 def flip(base: Wiring, source: Wiring, knob: Knob) -> Wiring:
-    """`base` with one knob taken from `source` (an ablation variant)."""
-    return base.with_setting(knob, source[knob], name=f"{base.name} + {source.name} {knob.value}")
+    """`base` with one knob taken from `source` (an ablation variant), and the knobs it cannot go without."""
+    return replace(combine(base, source, (knob,), base.name), name=f"{base.name} + {source.name} {knob.value}")
 
 
 def combine(base: Wiring, source: Wiring, knobs: tuple[Knob, ...], name: str) -> Wiring:
     wiring = base
     for knob in knobs:
-        wiring = wiring.with_setting(knob, source[knob])
+        for taken in (knob, *TAKEN_WITH.get(knob, ())):
+            wiring = wiring.with_setting(taken, source[taken])
     return replace(wiring, name=name)

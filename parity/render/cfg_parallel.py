@@ -62,11 +62,9 @@ class CfgParallel:
             timings["cfg_copy"] = seconds
         return self.replica
 
-    def skipped_note(self, method: LoraMethod) -> str:
-        return (
-            f"CFG-parallel not used for this render: the LoRA runs unmerged ({method.value}) in the transformer on "
-            f"{self.device} only; both passes ran there"
-        )
+    def skipped_note(self, method: LoraMethod, quantized: bool = False) -> str:
+        why = "the transformer is quantized as the trainer quantized it" if quantized else f"the LoRA runs unmerged ({method.value})"
+        return f"CFG-parallel not used for this render: {why}, in the transformer on {self.device} only; both passes ran there"
 
     def close(self) -> None:
         if self.replica is not None:

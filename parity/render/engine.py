@@ -23,6 +23,7 @@ from parity.facts.case import Case
 from parity.models import DEFAULT_MODEL, get_model
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
 from parity.render import pool as pooling
+from parity.render import quantize as quantizing
 from parity.render.cfg_parallel import CfgParallel
 from parity.render.checkpoint import CheckpointWeights
 from parity.render.devices import Devices
@@ -31,7 +32,7 @@ from parity.render.loading import check_placeable, dtype_for, locate, place, rea
 from parity.render.lora import LoraState
 from parity.render.memory import UNKEPT, MemoryPlan
 from parity.render.pool import LoadedModel
-from parity.render.pristine import PristineMissing
+from parity.render.pristine import PristineMissing, any_hooked
 
 
 class Engine:
@@ -90,6 +91,7 @@ class Engine:
             dtype=str(pipe.transformer.dtype).replace("torch.", ""),
             image_sizes={p: self.images(p).size for p in paths},
             **(lorafile.knob_facts(case.loras[0].path) if case.loras else {}),
+            quant_libraries=tuple(quantizing.installed().items()) if _quantized(case) else (),
         )
 
     def loaded_lora(self):
@@ -139,6 +141,7 @@ class Engine:
         assert loaded is not None
         lora_path = case.loras[0].path if case.loras else None
         method = wiring.value(Knob.LORA_METHOD)
+        timings.update(self._quantize(loaded, wiring, method))
         timings.update(loaded.lora.apply(method, lora_path, wiring.value(Knob.LORA_SCALE), case.allow_partial_lora))
         if "lora_snapshot" in timings and loaded.lora.fused.untouched is not None:
             self._copy_notes.append(loaded.lora.fused.untouched.note(timings["lora_snapshot"], self.device, loaded.lora.fused.keep.restores))
@@ -149,7 +152,8 @@ class Engine:
             prompt=eff.prompt, negative_prompt=str(eff.negative_prompt), width=width, height=height, steps=eff.steps,
             guidance_scale=eff.guidance_scale, seed=eff.seed, images=images, text_images=text_images,
         )
-        replica = self.cfg.for_render(loaded.lora.key, method, timings) if self.cfg is not None else None
+        quantized = loaded.quant is not None and loaded.quant.on
+        replica = self.cfg.for_render(loaded.lora.key, method, timings) if self.cfg is not None and not quantized else None
         renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
         rendered = renderer.render(request, model.render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
@@ -166,10 +170,33 @@ class Engine:
         notes = self.images.notes((*case.effective.control_images, *wiring.get(Knob.TEXT_IMAGES, ())))
         notes += loaded.lora.notes + self._copy_notes
         self._copy_notes = []
+        if loaded.quant is not None and loaded.quant.on:
+            notes.append(loaded.quant.note())
         if self.cfg is not None and self.cfg.replica is not None and replica is None:
-            notes.append(self.cfg.skipped_note(method))
+            notes.append(self.cfg.skipped_note(method, loaded.quant is not None and loaded.quant.on))
         offload_note = offloading.note(loaded.offload, self.devices.cuda)
         return notes + ([offload_note] if offload_note else [])
+
+    def _quantize(self, loaded: LoadedModel, wiring: Wiring, method: LoraMethod) -> dict[str, float]:
+        """The trainer's quantized transformer and text encoder where the wiring replays them; the loaded ones
+        otherwise. A quantized base takes only ai-toolkit's unmerged LoRA (knobs.TAKEN_WITH)."""
+        asked = tuple(_replayed_value(wiring, knob) for knob in (Knob.QUANTIZATION, Knob.TEXT_ENCODER_QUANTIZATION))
+        if loaded.quant is None and asked == ("none", "none"):
+            return {}
+        if asked[0] != "none" and method in (LoraMethod.DIFFUSERS_FUSE, LoraMethod.DIFFUSERS_ADAPTER):
+            raise CaseRunError(
+                f"a quantized transformer ({asked[0]}) takes the LoRA only as ai-toolkit's unmerged branch, not as {method.value}",
+                "report this wiring: the diagnosis takes the LoRA application together with the quantization",
+            )
+        if any_hooked(loaded.pipe):
+            raise CaseRunError(
+                "the trainer's quantization is replayed on weights on the device, and under offload model or "
+                "sequential they wait in host memory or behind hooks",
+                "diagnose or draw previews with offload none (--offload none, or `offload: none` in the case file)",
+            )
+        if loaded.quant is None:
+            loaded.quant = quantizing.Quantization(loaded.pipe, self.device)
+        return loaded.quant.apply(*asked, before=lambda: loaded.lora.apply(LoraMethod.NONE, None, None))
 
     def _fresh_renderer(self, loaded: LoadedModel, model_id: str):
         if self._fresh is None or self._fresh.pipe is not loaded.pipe:
@@ -247,3 +274,16 @@ class Engine:
     def describe(self) -> dict[str, object]:
         """Device facts for the environment fingerprint."""
         return self.devices.describe()
+
+
+def _quantized(case: Case) -> bool:
+    return bool(case.training.quantize or case.training.quantize_te)
+
+
+def _replayed_value(wiring: Wiring, knob: Knob) -> str:
+    """A part's qtype where the wiring quantizes it and parity replays that ("none" otherwise: an unreplayed qtype
+    is shown in the knob table, never rendered)."""
+    setting = next((s for k, s in wiring.settings if k is knob), None)
+    if setting is None or not setting.replayable or setting.value in (None, "none"):
+        return "none"
+    return str(setting.value)

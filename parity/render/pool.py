@@ -9,6 +9,7 @@ from parity.models.knobs import LoraMethod
 from parity.render.checkpoint import CheckpointWeights
 from parity.render.lora import LoraState
 from parity.render.pristine import Keep, PristineMissing
+from parity.render.quantize import Quantization
 
 
 @dataclass
@@ -21,12 +22,14 @@ class LoadedModel:
     renderer: object  # the model's Renderer on this pipeline
     offload: offloading.Choice = field(default_factory=lambda: offloading.Choice(offloading.DEFAULT, "asked for"))
     checkpoint: CheckpointWeights | None = None  # the transformer's files, stamped at the load (None: built in memory)
+    quant: Quantization | None = None  # the trainer's quantized parts, swapped in where a wiring replays them
 
 
 class ModelPool:
     """Base models a process keeps loaded between its sessions (a test suite, a notebook), off by default.
 
-    An engine that closes hands its model back with the LoRA removed (the weights restored to the loaded ones);
+    An engine that closes hands its model back with the LoRA removed and the loaded modules in place of quantized ones
+    (the weights restored to the loaded ones);
     the next engine that asks for the same folder on the same device takes it as it would come from disk, with
     the caches it has gathered: those hold embeddings and latents of the text encoder and the VAE, which no LoRA
     touches. A model that failed (out of memory) is dropped, never handed on.
@@ -48,6 +51,8 @@ class ModelPool:
         is dropped instead, never handed on half-restored. Returns whether it was kept."""
         try:
             model.lora.apply(LoraMethod.NONE, None, None)
+            if model.quant is not None:
+                model.quant.apply("none", "none", before=lambda: None)  # the loaded modules back in place
         except PristineMissing:
             self.drop(model.key)
             return False

@@ -286,6 +286,10 @@ def test_a_lokr_job_is_imported_and_its_lora_audit_says_the_server_refuses_it(tm
          {"quantize": True, "qtype": "uint3|ostris/accuracy_recovery_adapters/qwen.safetensors", "quantize_te": False}),
         ({"quantize": True, "layer_offloading": True}, {"qtype": "float8", "qtype_te": "float8", "layer_offloading": True}),
         ({"quantize": True, "auto_memory": True, "qtype_te": "int8"}, {"qtype": "float8", "qtype_te": "int8", "layer_offloading": True}),
+        # an adapter named apart is carried after a bar, as ModelConfig reads `uint3|<adapter>`
+        ({"quantize": True, "qtype": "uint3", "accuracy_recovery_adapter": "/ara/qwen_uint3.safetensors"},
+         {"qtype": "uint3|/ara/qwen_uint3.safetensors", "qtype_te": "qfloat8"}),
+        ({"quantize": True, "qtype": "qint8", "qtype_te": "qfloat8_e5m2"}, {"qtype": "qint8", "qtype_te": "qfloat8_e5m2"}),
     ],
 )
 def test_the_training_block_takes_the_trainers_quantization_defaults(model, expected):
@@ -296,3 +300,16 @@ def test_the_training_block_takes_the_trainers_quantization_defaults(model, expe
     block = training_block({"model": model}, 100)
     assert {k: block[k] for k in expected} == expected
     assert ("qtype" in block) is bool(block["quantize"] or model.get("qtype"))
+
+
+def test_a_qtype_the_trainer_does_not_know_is_refused_with_what_parity_replays():
+    """ai-toolkit's get_qtype would fail on it (toolkit/util/quantize.py): the import stops, naming the field, the value,
+    the trainer's qtypes and the replayed ones."""
+    from parity.cases.importer import JobImportError, training_block
+
+    with pytest.raises(JobImportError) as raised:
+        training_block({"model": {"quantize": True, "qtype": "qfloat4"}}, 100)
+    assert "model.qtype: ai-toolkit knows no qtype 'qfloat4' (its qtypes: qfloat8," in str(raised.value)
+    assert "parity replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8 (optimum-quanto 0.2.4)" in raised.value.fix
+    with pytest.raises(JobImportError, match="model.qtype_te: ai-toolkit knows no qtype 'fp8'"):
+        training_block({"model": {"quantize": True, "qtype_te": "fp8"}}, 100)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 
 from parity.core.images import OutputEncoding
+from parity.facts import quant
 from parity.facts.case import Case
 from parity.models.knobs import PREVIEW_FORMATS, Knob, LoraMethod, RuntimeFacts, Setting, Wiring
 from parity.models.qwen.geometry import server_condition_size, trainer_condition_size
@@ -18,6 +19,8 @@ from parity.models.qwen.schedulers import AITK_SCHEDULER_CONFIG
 
 SCHEDULER_KEYS = tuple(AITK_SCHEDULER_CONFIG)
 
+
+_QUANT_REPLAYED = f"{quant.replayed_text()} with `{quant.INSTALL}`; other qtypes recorded"
 
 # (reference server, trainer's preview, replayed by --diagnose?) — the README's knob table comes from here.
 KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
@@ -55,8 +58,17 @@ KNOB_RULES: dict[Knob, tuple[str, str, str]] = {
     Knob.GENERATOR: ("`torch.Generator('cpu').manual_seed(seed)`", "`torch.manual_seed(seed)`: the same stream", "—"),
     Knob.DTYPE: ("bf16 on CUDA, float32 on CPU", "the training dtype", "recorded"),
     Knob.OUTPUT: ("the pipeline's pixels (the server saves JPEG q95)", "`image.save(path)`: JPEG q75 by default", "yes"),
-    Knob.QUANTIZATION: ("none", "`model.quantize` / `qtype`", "recorded"),
-    Knob.TEXT_ENCODER_QUANTIZATION: ("none", "`model.quantize_te` / `qtype_te`", "recorded"),
+    Knob.QUANTIZATION: (
+        "none",
+        ("`model.quantize` / `qtype` (default qfloat8): `quantize_model`, the blocks on the training device, the "
+        "rest on the CPU; the LoRA then runs unmerged"),
+        f"the LoRA unmerged with it: {_QUANT_REPLAYED}",
+    ),
+    Knob.TEXT_ENCODER_QUANTIZATION: (
+        "none",
+        "`model.quantize_te` (default: `quantize`) / `qtype_te` (default qfloat8): the whole text encoder",
+        _QUANT_REPLAYED,
+    ),
     Knob.LORA_WEIGHTS: ("the saved file", "the float32 training weights (the file holds them in float16)", "recorded"),
 }
 
@@ -147,8 +159,8 @@ def reference_wiring(case: Case, facts: RuntimeFacts, lora_method: LoraMethod = 
             (Knob.GENERATOR, Setting("cpu", "torch.Generator('cpu').manual_seed(seed)")),
             (Knob.DTYPE, Setting(facts.dtype, facts.dtype)),
             (Knob.OUTPUT, Setting(OutputEncoding.PNG, "PNG: the pipeline's pixels (the server saves JPEG q95)")),
-            (Knob.QUANTIZATION, Setting("none", "none", replayable=False)),
-            (Knob.TEXT_ENCODER_QUANTIZATION, Setting("none", "none", replayable=False)),
+            (Knob.QUANTIZATION, Setting("none", "none")),
+            (Knob.TEXT_ENCODER_QUANTIZATION, Setting("none", "none")),
             (
                 Knob.LORA_WEIGHTS,
                 Setting("file", f"the saved file ({facts.lora_file_dtype or 'n/a'})" if lora else "none", replayable=False),
@@ -199,22 +211,8 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
             (Knob.GENERATOR, Setting("cpu", "torch.manual_seed(seed): the default CPU generator, same stream")),
             (Knob.DTYPE, Setting(dtype, dtype if t.dtype else f"{dtype} (not recorded; assumed)", replayable=dtype == facts.dtype)),
             (Knob.OUTPUT, Setting(PREVIEW_FORMATS[pre.format], PREVIEW_FORMATS[pre.format].value)),
-            (
-                Knob.QUANTIZATION,
-                Setting(
-                    t.qtype or "quantized" if t.quantize else "none",
-                    f"quantized ({t.qtype or 'qtype not recorded'})" if t.quantize else "none",
-                    replayable=not t.quantize,
-                ),
-            ),
-            (
-                Knob.TEXT_ENCODER_QUANTIZATION,
-                Setting(
-                    t.qtype_te or "quantized" if t.quantize_te else "none",
-                    f"quantized ({t.qtype_te or 'qtype not recorded'})" if t.quantize_te else "none",
-                    replayable=not t.quantize_te,
-                ),
-            ),
+            (Knob.QUANTIZATION, _quantization(t.quantize, t.qtype, facts)),
+            (Knob.TEXT_ENCODER_QUANTIZATION, _quantization(t.quantize_te, t.qtype_te, facts)),
             (
                 Knob.LORA_WEIGHTS,
                 Setting(
@@ -251,6 +249,21 @@ def _preview_scale(case: Case, facts: RuntimeFacts) -> Setting:
     if t.alpha is not None and t.rank and t.alpha != t.rank:
         ignored = f"; the job's linear_alpha {t.alpha:g} (rank {t.rank}) was not used"
     return Setting(value, f"{multiplier:g} (the sample's multiplier, alpha = rank{ignored})", key=value.strength(facts.lora_alpha_scale))
+
+
+def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts) -> Setting:
+    """A part the trainer quantized: its qtype (the trainer's default qfloat8 where the case names none), replayed
+    where parity replays that qtype with the trainer's library version, else shown with what is missing."""
+    if not on:
+        return Setting("none", "none")
+    name = qtype or "qfloat8"
+    default = "" if qtype else " (the trainer's default)"
+    libraries = dict(facts.quant_libraries)
+    problem = quant.replay_problem(name, libraries)
+    if problem is None:
+        library = quant.REPLAYED[quant.QType.parse(name).name]
+        return Setting(name, f"{name}{default}, replayed with {library} {libraries[library]}")
+    return Setting(name, f"{name}{default} (not replayed: {problem})", replayable=False)
 
 
 def _method(method: LoraMethod) -> Setting:

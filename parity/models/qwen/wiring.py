@@ -25,6 +25,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from parity.core.errors import CaseRunError
+from parity.facts import quant
 from parity.models.knobs import Knob, RuntimeFacts, Wiring
 from parity.models.qwen.denoise import Embeddings, StageTimer, generate, image_digest, to_uint8
 from parity.models.qwen.geometry import server_condition_size, trainer_condition_size
@@ -100,7 +101,13 @@ class Renderer:
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
         self.latent_cache: dict = {}
-        self.text_cache: dict = {}
+        self._text_caches: dict = {}
+
+    @property
+    def text_cache(self) -> dict:
+        """The text embeddings of the text encoder as it is now: as loaded, or quantized by the trainer's qtype
+        (parity.render.quantize tags it)."""
+        return self._text_caches.setdefault(getattr(self.pipe.text_encoder, quant.TAG, None), {})
 
     def render(self, request: Request, knobs: RenderKnobs = RenderKnobs(), uncond_replica=None) -> Rendered:
         """`uncond_replica`: run the unconditional passes on its device at the same time (cfg_parallel)."""

@@ -1,0 +1,80 @@
+"""The trainer's quantization settings, as data: which `qtype` strings ai-toolkit accepts, which parity replays, and
+with which library at which version. Pure; what is installed arrives from the engine.
+
+Read from ai-toolkit's code (ostris/ai-toolkit 27a03a9): `toolkit/config_modules.py` ModelConfig parses `qtype`
+(`"<qtype>|<accuracy recovery adapter>"` splits at the bar) and `toolkit/util/quantize.py` `get_qtype` resolves it:
+torchao's `int8`/`float8`, then the trainer's own backends (uint2..uint8, orbit, orbitvq, convrot, nvfp4), else one
+of optimum-quanto's qtypes. Its requirements pin optimum-quanto 0.2.4 and torchao 0.10.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INSTALL = "pip install 'parity[trainer]'"
+TAG = "parity_qtype"  # the attribute a quantized model part carries: its qtype (text-embedding caches key on it)
+PINS = {"optimum-quanto": "0.2.4", "torchao": "0.10.0"}  # ai-toolkit requirements_base.txt
+
+# optimum-quanto 0.2.4's weight qtypes (optimum/quanto/tensor/qtype.py), each replayed with quanto itself
+QUANTO = ("qfloat8", "qfloat8_e4m3fn", "qfloat8_e5m2", "qint8", "qint4", "qint2")
+TORCHAO = ("int8", "float8")
+OSTRIS = (
+    *(f"uint{bits}" for bits in range(2, 9)),
+    "orbit2", "orbit3", "orbit4", "orbitvq2", "orbitvq3", "orbitvq4",
+    "convrot4", "convrot8", "convrotbitnet", "convrotcomfyw4a4", *(f"convrotint{bits}" for bits in range(2, 9)),
+    "nvfp4",
+)  # fmt: skip
+KNOWN = (*QUANTO, *TORCHAO, *OSTRIS)
+
+# what parity replays, and with which library (the trainer's own, at its pin)
+# qint4 and qint2 are not: quanto 0.2.4's packed tensors raise under torch.inference_mode ("Cannot set
+# version_counter for inference tensor"), where parity renders (tests/render/test_quantize.py says which)
+REPLAYED = {name: "optimum-quanto" for name in QUANTO if name not in ("qint4", "qint2")}
+
+
+@dataclass(frozen=True)
+class QType:
+    """A `qtype` as the trainer reads it: the quantization, and an accuracy recovery adapter after a bar."""
+
+    name: str
+    adapter: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> QType:
+        name, _, adapter = str(text).partition("|")
+        return cls(name.strip(), adapter.strip() or None)
+
+    def __str__(self) -> str:
+        return self.name if self.adapter is None else f"{self.name}|{self.adapter}"
+
+
+def replayed_text() -> str:
+    """'qfloat8, qfloat8_e4m3fn, … (optimum-quanto 0.2.4)', for messages and the README."""
+    by_library: dict[str, list[str]] = {}
+    for name, library in REPLAYED.items():
+        by_library.setdefault(library, []).append(name)
+    return "; ".join(f"{', '.join(names)} ({library} {PINS[library]})" for library, names in by_library.items())
+
+
+def unknown(text: str) -> str | None:
+    """Why the trainer would not take this qtype (None: it would)."""
+    qtype = QType.parse(text)
+    if qtype.name in KNOWN:
+        return None
+    return f"ai-toolkit knows no qtype {qtype.name!r} (its qtypes: {', '.join(KNOWN)})"
+
+
+def replay_problem(text: str, installed: dict[str, str | None]) -> str | None:
+    """Why parity cannot replay this qtype here (None: it can). `installed`: library name -> version (None: absent)."""
+    qtype = QType.parse(text)
+    if qtype.adapter is not None:
+        return f"{qtype} needs its accuracy recovery adapter; parity replays {replayed_text()}, without an adapter"
+    library = REPLAYED.get(qtype.name)
+    if library is None:
+        return f"parity does not replay {qtype.name} (it replays {replayed_text()})"
+    version = installed.get(library)
+    if version is None:
+        return f"{library} {PINS[library]} is not installed ({INSTALL})"
+    if version != PINS[library]:
+        return f"{library} {version} is installed, the trainer pins {PINS[library]}, and other versions give other bits ({INSTALL})"
+    return None

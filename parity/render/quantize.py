@@ -1,0 +1,149 @@
+"""The trainer's quantized model, replayed: the transformer and the text encoder quantized as ai-toolkit quantizes
+them, and swapped in and out of a loaded pipeline without touching the loaded weights.
+
+What ai-toolkit does (ostris/ai-toolkit 27a03a9; the Qwen classes in extensions_built_in/diffusion_models/qwen_image/):
+- the transformer, after `from_pretrained` and before the LoRA network exists (`quantize_model`,
+  toolkit/util/quantize.py): each of `transformer_blocks` is moved to the training device in the training dtype,
+  every module quantized (`_quantize_submodule`, one by one, a module that fails left as it is) and frozen, then
+  moved back to the CPU; then the modules outside the blocks are quantized where they lie (the CPU), the blocks'
+  quantized modules skipped by class name. Qwen names no module to keep in full precision;
+- the text encoder, moved to the training device first, quantized whole and frozen (`quantize` + `freeze`);
+- a LoRA cannot be merged into a quantized base: it runs as an unmerged float32 branch (`can_merge_in` false).
+
+Here each quantizable module is quantized from the loaded module (quanto's `quantize_module` makes a new module and
+leaves the original's weights alone) and put in its place; the originals are kept, so going back is exact, and the
+quantized modules are kept per qtype, so going forth again costs nothing. optimum-quanto is imported only when a
+qtype is replayed: the reference path never loads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from importlib import metadata
+
+import torch
+
+from parity.core.errors import CaseRunError
+from parity.facts import quant
+
+BLOCKS = "transformer_blocks"  # QwenImageModel.get_transformer_block_names
+
+
+def installed() -> dict[str, str | None]:
+    """The versions of the trainer's quantization libraries here (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for library in quant.PINS:
+        try:
+            versions[library] = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            versions[library] = None
+    return versions
+
+
+class Part:
+    """One model part (transformer or text encoder) with its quantizable modules swappable."""
+
+    def __init__(self, root: torch.nn.Module, name: str):
+        self.root, self.name = root, name
+        self.originals: dict[str, torch.nn.Module] = {}  # module name -> the loaded module
+        self.made: dict[str, dict[str, torch.nn.Module]] = {}  # qtype -> module name -> its quantized module
+        self.state = "none"
+
+    def use(self, qtype: str, quantize_where) -> None:
+        """Put the modules of `qtype` in ("none": the loaded ones). `quantize_where(name)`: the device a module
+        is quantized on (None: where it lies)."""
+        if qtype == self.state:
+            return
+        self._swap(self.originals)
+        self.state = "none"
+        setattr(self.root, quant.TAG, None)
+        if qtype == "none":
+            return
+        if qtype not in self.made:
+            self.made[qtype] = self._quantize(qtype, quantize_where)
+        self._swap(self.made[qtype])
+        self.state = qtype
+        setattr(self.root, quant.TAG, qtype)
+
+    def _quantize(self, qtype: str, quantize_where) -> dict[str, torch.nn.Module]:
+        from optimum.quanto import qtypes
+        from optimum.quanto.nn import QModuleMixin, quantize_module
+
+        weights = qtypes[qtype]
+        made: dict[str, torch.nn.Module] = {}
+        for name, module in list(self.root.named_modules()):
+            if isinstance(module, QModuleMixin) or not name:
+                continue
+            device = quantize_where(name)
+            source = module
+            home = _device_of(module)
+            if device is not None and home is not None and torch.device(device) != home:
+                source = copy.deepcopy(module).to(device)  # the loaded module stays where and as it is
+            try:
+                quantized = quantize_module(source, weights=weights)
+            except Exception:  # noqa: BLE001 - as the trainer: a module that cannot be quantized stays as it is
+                quantized = None
+            if quantized is None:
+                continue
+            quantized.freeze()
+            if home is not None:
+                quantized.to(home)
+            made[name] = quantized
+            self.originals.setdefault(name, module)
+        return made
+
+    def _swap(self, modules: dict[str, torch.nn.Module]) -> None:
+        for name, module in modules.items():
+            parent, _, child = name.rpartition(".")
+            setattr(self.root.get_submodule(parent) if parent else self.root, child, module)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device | None:
+    tensor = next(module.parameters(recurse=False), None)
+    return None if tensor is None else tensor.device
+
+
+class Quantization:
+    """A pipeline's quantization state: the trainer's qtypes for its transformer and its text encoder, or none."""
+
+    def __init__(self, pipe, device: str):
+        self.pipe, self.device = pipe, device
+        self.transformer = Part(pipe.transformer, "transformer")
+        self.text_encoder = Part(pipe.text_encoder, "text encoder")
+
+    @property
+    def state(self) -> tuple[str, str]:
+        return self.transformer.state, self.text_encoder.state
+
+    @property
+    def on(self) -> bool:
+        return self.state != ("none", "none")
+
+    def apply(self, transformer_qtype: str, text_encoder_qtype: str, before) -> dict[str, float]:
+        """Quantize (or un-quantize) each part as asked; `before()` runs first when the transformer changes (the
+        LoRA comes off: the trainer builds its network on the quantized base). Returns stage timings."""
+        if (transformer_qtype, text_encoder_qtype) == self.state:
+            return {}
+        for qtype in (transformer_qtype, text_encoder_qtype):
+            if qtype != "none":
+                problem = quant.replay_problem(qtype, installed())
+                if problem:
+                    raise CaseRunError(f"the trainer's quantization cannot be replayed: {problem}", quant.INSTALL)
+        start = time.perf_counter()
+        if transformer_qtype != self.transformer.state:
+            before()
+            self.transformer.use(transformer_qtype, self._transformer_where)
+        self.text_encoder.use(text_encoder_qtype, lambda name: None)  # quantized where it lies: the device
+        return {"quantize": time.perf_counter() - start}
+
+    def note(self) -> str:
+        """What the report says beside a render on quantized parts."""
+        parts = [f"{part.name} {part.state}" for part in (self.transformer, self.text_encoder) if part.state != "none"]
+        versions = installed()
+        library = ", ".join(f"{name} {versions[name]}" for name in sorted({quant.REPLAYED[p.state] for p in (self.transformer, self.text_encoder) if p.state != "none"}))
+        return f"rendered on the trainer's quantized model: {', '.join(parts)} ({library}, as ai-toolkit's quantize_model and quantize)"
+
+    def _transformer_where(self, name: str) -> str | None:
+        """The blocks on the training device (where the transformer lies here), the rest on the CPU."""
+        return None if name == BLOCKS or name.startswith(BLOCKS + ".") else "cpu"
