@@ -184,7 +184,7 @@ class TrainingEntry:
     step: int | None = key("Harness: the training step the previews were drawn at.", minimum=0, origin=HARNESS)
     quantize: bool = key(
         "model.quantize: the trainer drew previews from a quantized transformer, its LoRA unmerged (replayed for "
-        "optimum-quanto's qfloat8, qfloat8_e5m2 and qint8 with `pip install 'parity[trainer]'`; shown otherwise).",
+        "optimum-quanto's and torchao's qtypes with `pip install 'parity[trainer]'`; shown otherwise).",
         False,
     )
     qtype: str | None = key(

@@ -27,9 +27,7 @@ OSTRIS = (
 KNOWN = (*QUANTO, *TORCHAO, *OSTRIS)
 
 # what parity replays, and with which library (the trainer's own, at its pin)
-# qint4 and qint2 are not: quanto 0.2.4's packed tensors raise under torch.inference_mode ("Cannot set
-# version_counter for inference tensor"), where parity renders (tests/render/test_quantize.py says which)
-REPLAYED = {name: "optimum-quanto" for name in QUANTO if name not in ("qint4", "qint2")}
+REPLAYED = {**{name: "optimum-quanto" for name in QUANTO}, "int8": "torchao", "float8": "torchao"}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ devices' peaks and facts (devices.py).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -155,7 +156,8 @@ class Engine:
         quantized = loaded.quant is not None and loaded.quant.on
         replica = self.cfg.for_render(loaded.lora.key, method, timings) if self.cfg is not None and not quantized else None
         renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
-        rendered = renderer.render(request, model.render_knobs(wiring, facts), uncond_replica=replica)
+        with loaded.quant.regime() if loaded.quant is not None else contextlib.nullcontext():
+            rendered = renderer.render(request, model.render_knobs(wiring, facts), uncond_replica=replica)
         rendered.image = encode_output(rendered.image, wiring.value(Knob.OUTPUT))
         rendered.timings = {**timings, **rendered.timings}
         rendered.notes = self._notes(case, wiring, loaded, method, replica)

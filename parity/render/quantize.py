@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from importlib import metadata
 
 import torch
@@ -67,36 +68,70 @@ class Part:
         setattr(self.root, quant.TAG, qtype)
 
     def _quantize(self, qtype: str, quantize_where) -> dict[str, torch.nn.Module]:
-        from optimum.quanto import qtypes
-        from optimum.quanto.nn import QModuleMixin, quantize_module
-
-        weights = qtypes[qtype]
+        """Every module the trainer's loop would quantize, quantized from a module the loaded one is never: quanto
+        builds a new module; torchao changes a module in place, so it quantizes a copy. A module that cannot be
+        quantized stays as it is, as the trainer prints and goes on."""
+        make = _maker(qtype)
         made: dict[str, torch.nn.Module] = {}
-        for name, module in list(self.root.named_modules()):
-            if isinstance(module, QModuleMixin) or not name:
-                continue
-            device = quantize_where(name)
-            source = module
-            home = _device_of(module)
-            if device is not None and home is not None and torch.device(device) != home:
-                source = copy.deepcopy(module).to(device)  # the loaded module stays where and as it is
-            try:
-                quantized = quantize_module(source, weights=weights)
-            except Exception:  # noqa: BLE001 - as the trainer: a module that cannot be quantized stays as it is
-                quantized = None
-            if quantized is None:
-                continue
-            quantized.freeze()
-            if home is not None:
-                quantized.to(home)
-            made[name] = quantized
-            self.originals.setdefault(name, module)
+        precision = torch.get_float32_matmul_precision()  # torchao 0.10.0's quantize_ sets "high" for good
+        try:
+            for name, module in list(self.root.named_modules()):
+                if not name:
+                    continue
+                home = _device_of(module)
+                device = quantize_where(name)
+                moved = device is not None and home is not None and torch.device(device) != home
+                try:
+                    quantized = make(module, moved and device)
+                except Exception:  # noqa: BLE001 - as the trainer: a module that cannot be quantized stays as it is
+                    quantized = None
+                if quantized is None:
+                    continue
+                if home is not None:
+                    quantized.to(home)
+                made[name] = quantized
+                self.originals.setdefault(name, module)
+        finally:
+            torch.set_float32_matmul_precision(precision)
         return made
 
     def _swap(self, modules: dict[str, torch.nn.Module]) -> None:
         for name, module in modules.items():
             parent, _, child = name.rpartition(".")
             setattr(self.root.get_submodule(parent) if parent else self.root, child, module)
+
+
+def _maker(qtype: str):
+    """`make(module, device)`: the module quantized as the trainer's library quantizes it (on `device`, else where it
+    lies), or None where that library leaves it alone."""
+    if quant.REPLAYED[qtype] == "optimum-quanto":
+        from optimum.quanto import qtypes
+        from optimum.quanto.nn import QModuleMixin, quantize_module
+
+        weights = qtypes[qtype]
+
+        def quanto_make(module, device):
+            if isinstance(module, QModuleMixin):
+                return None
+            source = copy.deepcopy(module).to(device) if device else module  # quanto leaves its source alone
+            quantized = quantize_module(source, weights=weights)
+            if quantized is not None:
+                quantized.freeze()
+            return quantized
+
+        return quanto_make
+    from torchao.quantization.quant_api import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    config = {"int8": Int8WeightOnlyConfig, "float8": Float8WeightOnlyConfig}[qtype]()  # ai-toolkit's torchao_qtypes
+
+    def torchao_make(module, device):
+        if not isinstance(module, torch.nn.Linear):  # the trainer's loop hands torchao one linear at a time
+            return None
+        copied = copy.deepcopy(module)
+        quantize_(copied.to(device) if device else copied, config)
+        return copied
+
+    return torchao_make
 
 
 def _device_of(module: torch.nn.Module) -> torch.device | None:
@@ -143,6 +178,22 @@ class Quantization:
         versions = installed()
         library = ", ".join(f"{name} {versions[name]}" for name in sorted({quant.REPLAYED[p.state] for p in (self.transformer, self.text_encoder) if p.state != "none"}))
         return f"rendered on the trainer's quantized model: {', '.join(parts)} ({library}, as ai-toolkit's quantize_model and quantize)"
+
+    @contextmanager
+    def regime(self):
+        """The trainer's process state while rendering on these parts: after any torchao quantization, torchao 0.10.0
+        has set `torch.set_float32_matmul_precision("high")` for the rest of the run (TF32 for float32 matmuls on
+        CUDA); parity sets it for the render alone and puts the reference path's back."""
+        torchao = any(quant.REPLAYED.get(p.state) == "torchao" for p in (self.transformer, self.text_encoder))
+        if not torchao:
+            yield
+            return
+        precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(precision)
 
     def _transformer_where(self, name: str) -> str | None:
         """The blocks on the training device (where the transformer lies here), the rest on the CPU."""

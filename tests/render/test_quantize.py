@@ -4,7 +4,8 @@ ai-toolkit's quantized sampling, felt by the tiny model for every replayed qtype
 The independent replay quantizes a second load of the tiny model the way ai-toolkit 27a03a9 does it
 (toolkit/util/quantize.py `quantize_model`, the Qwen classes' `load_model`): each transformer block quantized by
 the trainer's own loop over quanto's `_quantize_submodule` and frozen, then the whole transformer by that loop
-(the blocks' quantized modules skipped by class name); the text encoder quantized whole and frozen; the LoRA as an unmerged float32 branch (tests/preview_oracle.py).
+(the blocks' quantized modules skipped by class name); the text encoder quantized whole and frozen; for torchao's
+int8 and float8 the same loops handing torchao's `quantize_` one module at a time; the LoRA as an unmerged float32 branch (tests/preview_oracle.py).
 """
 
 import contextlib
@@ -46,6 +47,27 @@ def engine():
     return Engine("cpu")
 
 
+def trainer_quantize_torchao(pipe, qtype: str, qtype_te: str | None) -> None:
+    """ai-toolkit's torchao path: its `quantize` with `exclude=[]` hands torchao's `quantize_` each linear of a block
+    alone, then each linear of the whole transformer (the blocks' again: a no-op in torchao 0.10.0); the text
+    encoder's `quantize` without exclude hands it every module, the text encoder itself first."""
+    from torchao.quantization.quant_api import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    configs = {"int8": Int8WeightOnlyConfig(), "float8": Float8WeightOnlyConfig()}
+    transformer = pipe.transformer
+    for block in transformer.transformer_blocks:
+        for module in block.modules():
+            if isinstance(module, torch.nn.Linear):
+                quantize_(module, configs[qtype])
+    for module in transformer.modules():
+        if isinstance(module, torch.nn.Linear):
+            quantize_(module, configs[qtype])
+    if qtype_te is not None:
+        for module in list(pipe.text_encoder.modules()):
+            with contextlib.suppress(Exception):  # the trainer prints and goes on
+                quantize_(module, configs[qtype_te])
+
+
 def trainer_quantize(pipe, qtype: str, qtype_te: str | None, device: str = "cpu") -> None:
     """ai-toolkit's order and calls, on a pipeline of its own: its `quantize` loop (every module through quanto's
     `_quantize_submodule`, quantized classes skipped by name, failures left as they are) per block, then over the
@@ -74,19 +96,24 @@ def trainer_quantize(pipe, qtype: str, qtype_te: str | None, device: str = "cpu"
         freeze(pipe.text_encoder)
 
 
-def test_the_quantized_preview_equals_the_trainer_replay(write_case, engine):
-    """qfloat8 on the transformer and the text encoder (the trainer UI's default job), the LoRA unmerged."""
+QUANTO_QTYPES = sorted(q for q, library in quant.REPLAYED.items() if library == "optimum-quanto")
+
+
+@pytest.mark.parametrize("qtype", QUANTO_QTYPES)
+def test_the_quantized_preview_equals_the_trainer_replay(write_case, engine, qtype):
+    """Each quanto qtype on the transformer, qfloat8 on the text encoder (the trainer UI's default job is qfloat8 on
+    both), the LoRA unmerged."""
     from parity.render.loading import load_pipeline
 
-    case = load_cases(write_case(quantized_suite()))[0]
+    case = load_cases(write_case(quantized_suite(qtype=qtype)))[0]
     _, preview = engine.wirings(case)
-    assert preview.value(Knob.QUANTIZATION) == "qfloat8" and preview[Knob.QUANTIZATION].replayable
+    assert preview.value(Knob.QUANTIZATION) == qtype and preview[Knob.QUANTIZATION].replayable
     assert preview[Knob.TEXT_ENCODER_QUANTIZATION].replayable
     mine = engine.render(case, preview)
-    assert any("rendered on the trainer's quantized model: transformer qfloat8, text encoder qfloat8" in n for n in mine.notes)
+    assert any(f"rendered on the trainer's quantized model: transformer {qtype}, text encoder qfloat8" in n for n in mine.notes)
 
     pipe = load_pipeline("tiny", ".", "cpu")  # a load of its own: the replay quantizes it in place
-    trainer_quantize(pipe, "qfloat8", "qfloat8")
+    trainer_quantize(pipe, qtype, "qfloat8")
     for part in (pipe.transformer, pipe.text_encoder):  # the replay did quantize: every linear is quanto's now
         linears = [m for m in part.modules() if isinstance(m, torch.nn.Linear)]
         assert linears and all(isinstance(m, quanto.QLinear) for m in linears)
@@ -97,6 +124,36 @@ def test_the_quantized_preview_equals_the_trainer_replay(write_case, engine):
         pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
         case.effective.steps, case.effective.guidance_scale, case.effective.seed,
     )
+    assert torch.equal(mine.decoded, oracle)
+
+
+def test_the_torchao_preview_equals_the_trainer_replay(write_case, engine):
+    """int8 on the transformer, float8 on the text encoder (torchao 0.10.0, the trainer's pin), with the matmul
+    precision torchao leaves set; the reference path's precision is put back after the render."""
+    from parity.render.loading import load_pipeline
+
+    case = load_cases(write_case(quantized_suite(qtype="int8", qtype_te="float8")))[0]
+    _, preview = engine.wirings(case)
+    assert preview[Knob.QUANTIZATION].replayable and preview[Knob.TEXT_ENCODER_QUANTIZATION].replayable
+    before = torch.get_float32_matmul_precision()
+    mine = engine.render(case, preview)
+    assert torch.get_float32_matmul_precision() == before == "highest"
+    assert any("transformer int8, text encoder float8 (torchao 0.10.0" in n for n in mine.notes)
+
+    pipe = load_pipeline("tiny", ".", "cpu")
+    try:
+        trainer_quantize_torchao(pipe, "int8", "float8")
+        assert torch.get_float32_matmul_precision() == "high"  # what the trainer's process samples under
+        lora = TrainerLora(pipe, str(case.loras[0].path))
+        lora.unmerged(case.requested.lora_scale)
+        images = [engine.images(p) for p in case.effective.control_images]
+        oracle = trainer_generate(
+            pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
+            case.effective.steps, case.effective.guidance_scale, case.effective.seed,
+        )
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert type(pipe.transformer.transformer_blocks[0].attn.to_q.weight).__name__ == "AffineQuantizedTensor"
     assert torch.equal(mine.decoded, oracle)
 
 
@@ -201,27 +258,23 @@ def test_without_the_library_the_knob_says_what_to_install():
     assert "(the trainer's default)" in other.shown
     adapter = _quantization(True, "uint3|ostris/ara/qwen_uint3.safetensors", RuntimeFacts((), False, "float32", {}))
     assert not adapter.replayable and "accuracy recovery adapter" in adapter.shown
-    torchao = _quantization(True, "float8", RuntimeFacts((), False, "float32", {}))
-    assert not torchao.replayable and "parity does not replay float8 (it replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8 (optimum-quanto 0.2.4))" in torchao.shown
-
-
-def test_packed_qtypes_fail_under_inference_mode_in_the_pinned_quanto():
-    """Why qint4 and qint2 are not replayed: quanto 0.2.4's packed weights raise under torch.inference_mode, which
-    every render runs under. If this starts passing (another torch), they can join quant.REPLAYED."""
-    from optimum.quanto import qtypes
-    from optimum.quanto.nn import quantize_module
-
-    torch.manual_seed(0)
-    layer = quantize_module(torch.nn.Linear(64, 32), weights=qtypes["qint4"])
-    layer.freeze()
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="version_counter for inference tensor"):
-        layer(torch.randn(2, 64))
-    assert "qint4" not in quant.REPLAYED and "qint2" not in quant.REPLAYED
+    own = _quantization(True, "uint4", RuntimeFacts((), False, "float32", {}))
+    assert not own.replayable and own.shown == (
+        "uint4 (not replayed: parity does not replay uint4 (it replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8, "
+        "qint4, qint2 (optimum-quanto 0.2.4); int8, float8 (torchao 0.10.0)))"
+    )
+    torchao = _quantization(True, "float8", RuntimeFacts((), False, "float32", {}, quant_libraries=(("torchao", None),)))
+    assert not torchao.replayable and "torchao 0.10.0 is not installed" in torchao.shown
+    here = RuntimeFacts((), False, "float32", {}, quant_libraries=(("torchao", "0.10.0"),))
+    assert _quantization(True, "float8", here).replayable
+    offloaded = _quantization(True, "float8", here, offloaded=True)  # what layer_offloading turns qfloat8 into
+    assert not offloaded.replayable and "MemoryManager runs each layer on its dequantized weight" in offloaded.shown
 
 
 def test_an_unreplayed_qtype_is_never_rendered(write_case, engine):
-    """float8 (torchao) is recorded, not replayed: the preview renders on the loaded model and the table says so."""
-    case = load_cases(write_case(quantized_suite(qtype="float8", quantize_te=False)))[0]
+    """uint4 (ai-toolkit's own backend) is recorded, not replayed: the preview renders on the loaded model and the
+    table says so."""
+    case = load_cases(write_case(quantized_suite(qtype="uint4", quantize_te=False)))[0]
     _, preview = engine.wirings(case)
     assert not preview[Knob.QUANTIZATION].replayable
     rendered = engine.render(case, preview)

@@ -211,8 +211,8 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
             (Knob.GENERATOR, Setting("cpu", "torch.manual_seed(seed): the default CPU generator, same stream")),
             (Knob.DTYPE, Setting(dtype, dtype if t.dtype else f"{dtype} (not recorded; assumed)", replayable=dtype == facts.dtype)),
             (Knob.OUTPUT, Setting(PREVIEW_FORMATS[pre.format], PREVIEW_FORMATS[pre.format].value)),
-            (Knob.QUANTIZATION, _quantization(t.quantize, t.qtype, facts)),
-            (Knob.TEXT_ENCODER_QUANTIZATION, _quantization(t.quantize_te, t.qtype_te, facts)),
+            (Knob.QUANTIZATION, _quantization(t.quantize, t.qtype, facts, t.layer_offloading)),
+            (Knob.TEXT_ENCODER_QUANTIZATION, _quantization(t.quantize_te, t.qtype_te, facts, t.layer_offloading)),
             (
                 Knob.LORA_WEIGHTS,
                 Setting(
@@ -251,15 +251,19 @@ def _preview_scale(case: Case, facts: RuntimeFacts) -> Setting:
     return Setting(value, f"{multiplier:g} (the sample's multiplier, alpha = rank{ignored})", key=value.strength(facts.lora_alpha_scale))
 
 
-def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts) -> Setting:
+def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts, offloaded: bool = False) -> Setting:
     """A part the trainer quantized: its qtype (the trainer's default qfloat8 where the case names none), replayed
-    where parity replays that qtype with the trainer's library version, else shown with what is missing."""
+    where parity replays that qtype with the trainer's library version, else shown with what is missing.
+    `offloaded`: layer_offloading, whose MemoryManager (toolkit/memory_management) replaces each linear's forward
+    with one that dequantizes the weight on the device and calls F.linear: other bits, not replayed."""
     if not on:
         return Setting("none", "none")
     name = qtype or "qfloat8"
     default = "" if qtype else " (the trainer's default)"
     libraries = dict(facts.quant_libraries)
     problem = quant.replay_problem(name, libraries)
+    if problem is None and offloaded:
+        problem = "under layer_offloading the trainer's MemoryManager runs each layer on its dequantized weight (F.linear)"
     if problem is None:
         library = quant.REPLAYED[quant.QType.parse(name).name]
         return Setting(name, f"{name}{default}, replayed with {library} {libraries[library]}")

@@ -114,7 +114,7 @@ class Renderer:
         timer = StageTimer(self.device)
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
         images = list(request.images)
-        with torch.inference_mode(), self._zero_cond_t(knobs.zero_cond_t), self._tiling(knobs.vae_tiling):
+        with self._grad_mode(), self._zero_cond_t(knobs.zero_cond_t), self._tiling(knobs.vae_tiling):
             with timer("text_encode"):
                 cond, uncond = self.embeddings(request, knobs)
             if uncond_replica is not None:
@@ -150,6 +150,12 @@ class Renderer:
                     "check the LoRA and the base model (a LoRA with huge or NaN weights, a broken VAE decode)",
                 )
         return Rendered(image=image, decoded=decoded, timings=dict(timer.seconds))
+
+    def _grad_mode(self):
+        """torch.inference_mode, as the server's stock call runs; on the trainer's quantized parts torch.no_grad, as
+        its sampler runs (quanto's packed qint4/qint2 weights raise under inference mode). Neither moves a bit."""
+        quantized = any(getattr(part, quant.TAG, None) for part in (self.pipe.transformer, self.pipe.text_encoder))
+        return torch.no_grad() if quantized else torch.inference_mode()
 
     def _nan_source(self, request: Request, knobs: RenderKnobs) -> tuple[str, str]:
         """Where a NaN output comes from, traced before it is reported: (what, fix)."""
