@@ -255,7 +255,7 @@ def _qtype(model: dict, field: str, offloading: bool) -> str:
     adapter = model.get("accuracy_recovery_adapter")
     if field == "qtype" and adapter and "|" not in qtype:
         qtype = f"{qtype}|{adapter}"
-    problem = quant.unknown(qtype)
+    problem = quant.unknown(qtype, adapter_allowed=field == "qtype")
     if problem:
         raise JobImportError(
             f"model.{field}: {problem}",

@@ -183,8 +183,8 @@ class TrainingEntry:
 
     step: int | None = key("Harness: the training step the previews were drawn at.", minimum=0, origin=HARNESS)
     quantize: bool = key(
-        "model.quantize: the trainer drew previews from a quantized transformer, its LoRA unmerged (replayed for "
-        "optimum-quanto's and torchao's qtypes with `pip install 'parity[trainer]'`; shown otherwise).",
+        "model.quantize: the trainer drew previews from a quantized transformer, its LoRA unmerged (replayed with "
+        "`pip install 'parity[trainer]'` for the qtypes the README lists; shown otherwise).",
         False,
     )
     qtype: str | None = key(

@@ -27,7 +27,16 @@ OSTRIS = (
 KNOWN = (*QUANTO, *TORCHAO, *OSTRIS)
 
 # what parity replays, and with which library (the trainer's own, at its pin)
-REPLAYED = {**{name: "optimum-quanto" for name in QUANTO}, "int8": "torchao", "float8": "torchao"}
+REPLAYED = {
+    **{name: "optimum-quanto" for name in QUANTO},
+    "int8": "torchao",
+    "float8": "torchao",
+    # ai-toolkit's own uintx backend, which reproduces torchao 0.10.0's UIntXWeightOnlyConfig: torchao's primitives
+    **{f"uint{bits}": "torchao" for bits in range(2, 9)},
+}
+# the qtypes whose quantization runs torchao's quantize_, which (0.10.0, set_inductor_config) leaves the float32
+# matmul precision at "high" for the rest of the trainer's process
+SETS_HIGH_PRECISION = ("int8", "float8")
 
 
 @dataclass(frozen=True)
@@ -54,25 +63,56 @@ def replayed_text() -> str:
     return "; ".join(f"{', '.join(names)} ({library} {PINS[library]})" for library, names in by_library.items())
 
 
-def unknown(text: str) -> str | None:
-    """Why the trainer would not take this qtype (None: it would)."""
+ADAPTER_BASES = tuple(f"uint{bits}" for bits in range(2, 8))  # what parity replays an accuracy recovery adapter over
+
+
+def unknown(text: str, adapter_allowed: bool = True) -> str | None:
+    """Why the trainer would not take this qtype (None: it would). Only `qtype` splits an adapter off at a bar
+    (ModelConfig); a bar in `qtype_te` reaches get_qtype whole and fails there."""
     qtype = QType.parse(text)
+    if qtype.adapter is not None and not adapter_allowed:
+        return f"ai-toolkit reads an accuracy recovery adapter from model.qtype only, and fails on {str(qtype)!r}"
     if qtype.name in KNOWN:
         return None
     return f"ai-toolkit knows no qtype {qtype.name!r} (its qtypes: {', '.join(KNOWN)})"
 
 
-def replay_problem(text: str, installed: dict[str, str | None]) -> str | None:
-    """Why parity cannot replay this qtype here (None: it can). `installed`: library name -> version (None: absent)."""
+def adapter_source(adapter: str) -> tuple[str, str] | None:
+    """(repo id, file name) of an adapter named the trainer's hub way, `user/repo/file.safetensors` (None: a path)."""
+    parts = adapter.split("/")
+    if len(parts) == 3 and all(parts) and not adapter.startswith(("/", ".", "~")):
+        return f"{parts[0]}/{parts[1]}", parts[2]
+    return None
+
+
+def adapter_problem(adapter: str, located: str | None) -> str | None:
+    """Why the adapter file is not here (None: it is). parity never downloads."""
+    if located:
+        return None
+    source = adapter_source(adapter)
+    if source is None:
+        return f"the accuracy recovery adapter {adapter} is not on this machine (give the job's file at that path)"
+    repo, name = source
+    return (
+        f"the accuracy recovery adapter {adapter} is not in the local HF cache (parity never downloads: "
+        f"`huggingface-cli download {repo} {name}` on a machine that reaches the hub, or the file's local path in qtype)"
+    )
+
+
+def replay_problem(text: str, installed: dict[str, str | None], adapters: dict[str, str | None] | None = None) -> str | None:
+    """Why parity cannot replay this qtype here (None: it can). `installed`: library name -> version (None: absent);
+    `adapters`: adapter as written -> the file found for it (None: not found)."""
     qtype = QType.parse(text)
-    if qtype.adapter is not None:
-        return f"{qtype} needs its accuracy recovery adapter; parity replays {replayed_text()}, without an adapter"
     library = REPLAYED.get(qtype.name)
     if library is None:
         return f"parity does not replay {qtype.name} (it replays {replayed_text()})"
+    if qtype.adapter is not None and qtype.name not in ADAPTER_BASES:
+        return f"parity replays an accuracy recovery adapter over {', '.join(ADAPTER_BASES)}, not over {qtype.name}"
     version = installed.get(library)
     if version is None:
         return f"{library} {PINS[library]} is not installed ({INSTALL})"
     if version != PINS[library]:
         return f"{library} {version} is installed, the trainer pins {PINS[library]}, and other versions give other bits ({INSTALL})"
+    if qtype.adapter is not None:
+        return adapter_problem(qtype.adapter, (adapters or {}).get(qtype.adapter))
     return None

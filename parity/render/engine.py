@@ -20,6 +20,7 @@ from parity.core import offload as offloading
 from parity.core.environment import reproducible_cpu_math
 from parity.core.errors import CaseRunError, LoraRefused
 from parity.core.images import OpenedImages, encode_output
+from parity.facts import quant
 from parity.facts.case import Case
 from parity.models import DEFAULT_MODEL, get_model
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
@@ -93,6 +94,7 @@ class Engine:
             image_sizes={p: self.images(p).size for p in paths},
             **(lorafile.knob_facts(case.loras[0].path) if case.loras else {}),
             quant_libraries=tuple(quantizing.installed().items()) if _quantized(case) else (),
+            quant_adapters=_adapters(case),
         )
 
     def loaded_lora(self):
@@ -142,7 +144,7 @@ class Engine:
         assert loaded is not None
         lora_path = case.loras[0].path if case.loras else None
         method = wiring.value(Knob.LORA_METHOD)
-        timings.update(self._quantize(loaded, wiring, method))
+        timings.update(self._quantize(loaded, wiring, method, dict(facts.quant_adapters)))
         timings.update(loaded.lora.apply(method, lora_path, wiring.value(Knob.LORA_SCALE), case.allow_partial_lora))
         if "lora_snapshot" in timings and loaded.lora.fused.untouched is not None:
             self._copy_notes.append(loaded.lora.fused.untouched.note(timings["lora_snapshot"], self.device, loaded.lora.fused.keep.restores))
@@ -179,7 +181,7 @@ class Engine:
         offload_note = offloading.note(loaded.offload, self.devices.cuda)
         return notes + ([offload_note] if offload_note else [])
 
-    def _quantize(self, loaded: LoadedModel, wiring: Wiring, method: LoraMethod) -> dict[str, float]:
+    def _quantize(self, loaded: LoadedModel, wiring: Wiring, method: LoraMethod, adapters: dict) -> dict[str, float]:
         """The trainer's quantized transformer and text encoder where the wiring replays them; the loaded ones
         otherwise. A quantized base takes only ai-toolkit's unmerged LoRA (knobs.TAKEN_WITH)."""
         asked = tuple(_replayed_value(wiring, knob) for knob in (Knob.QUANTIZATION, Knob.TEXT_ENCODER_QUANTIZATION))
@@ -198,7 +200,7 @@ class Engine:
             )
         if loaded.quant is None:
             loaded.quant = quantizing.Quantization(loaded.pipe, self.device)
-        return loaded.quant.apply(*asked, before=lambda: loaded.lora.apply(LoraMethod.NONE, None, None))
+        return loaded.quant.apply(*asked, before=lambda: loaded.lora.apply(LoraMethod.NONE, None, None), adapters=adapters)
 
     def _fresh_renderer(self, loaded: LoadedModel, model_id: str):
         if self._fresh is None or self._fresh.pipe is not loaded.pipe:
@@ -280,6 +282,13 @@ class Engine:
 
 def _quantized(case: Case) -> bool:
     return bool(case.training.quantize or case.training.quantize_te)
+
+
+def _adapters(case: Case) -> tuple[tuple[str, str | None], ...]:
+    """The accuracy recovery adapter the case's qtype names, and its file here (None: not found)."""
+    t = case.training
+    adapter = quant.QType.parse(t.qtype).adapter if t.quantize and t.qtype else None
+    return () if adapter is None else ((adapter, quantizing.locate_adapter(adapter, case.base_dir)),)
 
 
 def _replayed_value(wiring: Wiring, knob: Knob) -> str:

@@ -19,6 +19,7 @@ qtype is replayed: the reference path never loads it.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -27,6 +28,7 @@ import torch
 
 from parity.core.errors import CaseRunError
 from parity.facts import quant
+from parity.render import uintx
 
 BLOCKS = "transformer_blocks"  # QwenImageModel.get_transformer_block_names
 
@@ -51,7 +53,7 @@ class Part:
         self.made: dict[str, dict[str, torch.nn.Module]] = {}  # qtype -> module name -> its quantized module
         self.state = "none"
 
-    def use(self, qtype: str, quantize_where) -> None:
+    def use(self, qtype: str, quantize_where, adapter: str | None = None) -> None:
         """Put the modules of `qtype` in ("none": the loaded ones). `quantize_where(name)`: the device a module
         is quantized on (None: where it lies)."""
         if qtype == self.state:
@@ -62,10 +64,21 @@ class Part:
         if qtype == "none":
             return
         if qtype not in self.made:
-            self.made[qtype] = self._quantize(qtype, quantize_where)
+            parsed = quant.QType.parse(qtype)
+            if parsed.adapter is None:
+                self.made[qtype] = self._quantize(qtype, quantize_where)
+            else:
+                self.made[qtype] = self._adapted(parsed.name, adapter or parsed.adapter)
         self._swap(self.made[qtype])
         self.state = qtype
         setattr(self.root, quant.TAG, qtype)
+
+    def described(self) -> str:
+        """'transformer qfloat8 (34 layers)'."""
+        count = len(self.made.get(self.state, {}))
+        if count == 0:
+            return f"{self.name} {self.state} (no layer: ai-toolkit quantizes none with {self.state})"
+        return f"{self.name} {self.state} ({count} layer{'s' if count != 1 else ''})"
 
     def _quantize(self, qtype: str, quantize_where) -> dict[str, torch.nn.Module]:
         """Every module the trainer's loop would quantize, quantized from a module the loaded one is never: quanto
@@ -95,6 +108,35 @@ class Part:
             torch.set_float32_matmul_precision(precision)
         return made
 
+    def _adapted(self, qtype: str, path: str) -> dict[str, torch.nn.Module]:
+        """ai-toolkit's path with an accuracy recovery adapter: the adapter's LoRA network over the linears it
+        names; each of those quantized with `qtype` where it lies (the CPU), the others with uint8, which
+        quantizes nothing; the adapter's branch on the model's device, in the model's dtype."""
+        from parity.render.lora import lora_pairs
+
+        pairs = lora_pairs(path)
+        modules = dict(self.root.named_modules())
+        missing = sorted(name for name in pairs if not isinstance(modules.get(name), torch.nn.Linear))
+        if missing:
+            raise CaseRunError(
+                f"the accuracy recovery adapter {path} names {len(missing)} layer(s) this transformer lacks "
+                f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}): it belongs to another model",
+                "use the adapter the job trained with, for this base model",
+            )
+        bits = uintx.BITS[qtype]
+        made: dict[str, torch.nn.Module] = {}
+        for name, (down, up) in pairs.items():
+            module = modules[name]
+            home = _device_of(module)
+            base = module
+            if uintx.can_quantize(module, bits):
+                base = uintx.UIntXLinear(copy.deepcopy(module).to("cpu") if home != torch.device("cpu") else module, bits)
+                base.to(home)
+            dtype = module.weight.dtype
+            made[name] = uintx.AdaptedLinear(base, down, up, dtype, home)
+            self.originals.setdefault(name, module)
+        return made
+
     def _swap(self, modules: dict[str, torch.nn.Module]) -> None:
         for name, module in modules.items():
             parent, _, child = name.rpartition(".")
@@ -120,6 +162,15 @@ def _maker(qtype: str):
             return quantized
 
         return quanto_make
+    if qtype in uintx.BITS:
+        bits = uintx.BITS[qtype]
+
+        def uintx_make(module, device):
+            if not uintx.can_quantize(module, bits):
+                return None
+            return uintx.UIntXLinear(copy.deepcopy(module).to(device) if device else module, bits)
+
+        return uintx_make
     from torchao.quantization.quant_api import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
 
     config = {"int8": Int8WeightOnlyConfig, "float8": Float8WeightOnlyConfig}[qtype]()  # ai-toolkit's torchao_qtypes
@@ -132,6 +183,24 @@ def _maker(qtype: str):
         return copied
 
     return torchao_make
+
+
+def locate_adapter(adapter: str, folder: str) -> str | None:
+    """The file of an accuracy recovery adapter as the trainer names it: a path (relative ones from the case
+    file's folder), else `user/repo/file.safetensors` in the local HF cache. Never downloaded (None: not here)."""
+    path = os.path.join(folder, os.path.expanduser(adapter))
+    if os.path.isfile(path):
+        return path
+    source = quant.adapter_source(adapter)
+    if source is None:
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(source[0], filename=source[1], local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
 
 
 def _device_of(module: torch.nn.Module) -> torch.device | None:
@@ -155,28 +224,31 @@ class Quantization:
     def on(self) -> bool:
         return self.state != ("none", "none")
 
-    def apply(self, transformer_qtype: str, text_encoder_qtype: str, before) -> dict[str, float]:
+    def apply(self, transformer_qtype: str, text_encoder_qtype: str, before, adapters: dict | None = None) -> dict[str, float]:
         """Quantize (or un-quantize) each part as asked; `before()` runs first when the transformer changes (the
         LoRA comes off: the trainer builds its network on the quantized base). Returns stage timings."""
         if (transformer_qtype, text_encoder_qtype) == self.state:
             return {}
+        adapters = adapters or {}
         for qtype in (transformer_qtype, text_encoder_qtype):
             if qtype != "none":
-                problem = quant.replay_problem(qtype, installed())
+                problem = quant.replay_problem(qtype, installed(), adapters)
                 if problem:
                     raise CaseRunError(f"the trainer's quantization cannot be replayed: {problem}", quant.INSTALL)
         start = time.perf_counter()
         if transformer_qtype != self.transformer.state:
             before()
-            self.transformer.use(transformer_qtype, self._transformer_where)
+            adapter = quant.QType.parse(transformer_qtype).adapter if transformer_qtype != "none" else None
+            self.transformer.use(transformer_qtype, self._transformer_where, adapters.get(adapter))
         self.text_encoder.use(text_encoder_qtype, lambda name: None)  # quantized where it lies: the device
         return {"quantize": time.perf_counter() - start}
 
     def note(self) -> str:
         """What the report says beside a render on quantized parts."""
-        parts = [f"{part.name} {part.state}" for part in (self.transformer, self.text_encoder) if part.state != "none"]
+        parts = [part.described() for part in (self.transformer, self.text_encoder) if part.state != "none"]
         versions = installed()
-        library = ", ".join(f"{name} {versions[name]}" for name in sorted({quant.REPLAYED[p.state] for p in (self.transformer, self.text_encoder) if p.state != "none"}))
+        libraries = {quant.REPLAYED[quant.QType.parse(p.state).name] for p in (self.transformer, self.text_encoder) if p.state != "none"}
+        library = ", ".join(f"{name} {versions[name]}" for name in sorted(libraries))
         return f"rendered on the trainer's quantized model: {', '.join(parts)} ({library}, as ai-toolkit's quantize_model and quantize)"
 
     @contextmanager
@@ -184,7 +256,7 @@ class Quantization:
         """The trainer's process state while rendering on these parts: after any torchao quantization, torchao 0.10.0
         has set `torch.set_float32_matmul_precision("high")` for the rest of the run (TF32 for float32 matmuls on
         CUDA); parity sets it for the render alone and puts the reference path's back."""
-        torchao = any(quant.REPLAYED.get(p.state) == "torchao" for p in (self.transformer, self.text_encoder))
+        torchao = any(quant.QType.parse(p.state).name in quant.SETS_HIGH_PRECISION for p in (self.transformer, self.text_encoder))
         if not torchao:
             yield
             return

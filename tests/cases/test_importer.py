@@ -310,6 +310,8 @@ def test_a_qtype_the_trainer_does_not_know_is_refused_with_what_parity_replays()
     with pytest.raises(JobImportError) as raised:
         training_block({"model": {"quantize": True, "qtype": "qfloat4"}}, 100)
     assert "model.qtype: ai-toolkit knows no qtype 'qfloat4' (its qtypes: qfloat8," in str(raised.value)
-    assert "parity replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8, qint4, qint2 (optimum-quanto 0.2.4); int8, float8 (torchao 0.10.0)" in raised.value.fix
+    assert "parity replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8, qint4, qint2 (optimum-quanto 0.2.4); int8, float8, " in raised.value.fix
+    with pytest.raises(JobImportError, match="reads an accuracy recovery adapter from model.qtype only"):
+        training_block({"model": {"quantize": True, "qtype_te": "uint3|ostris/ara/qwen.safetensors"}}, 100)
     with pytest.raises(JobImportError, match="model.qtype_te: ai-toolkit knows no qtype 'fp8'"):
         training_block({"model": {"quantize": True, "qtype_te": "fp8"}}, 100)

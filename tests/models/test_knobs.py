@@ -117,3 +117,46 @@ def test_flip_and_combine(write_case):
     one = flip(ref, pre, Knob.CFG_RENORM)
     assert differing(one, ref) == (Knob.CFG_RENORM,)
     assert differing(combine(ref, pre, differing(ref, pre), "all"), pre) == ()
+
+
+def test_a_quantization_parity_cannot_replay_here_says_why():
+    """The trainer's library missing or at another version, an adapter over a qtype parity does not replay it over,
+    a backend parity does not replay, layer_offloading: each shown, not replayed, with the reason and the fix."""
+    from parity.models.knobs import RuntimeFacts
+    from parity.models.qwen.knobs import _quantization
+
+    facts = RuntimeFacts((), False, "float32", {}, quant_libraries=(("optimum-quanto", None), ("torchao", None)))
+    missing = _quantization(True, "qfloat8", facts)
+    assert not missing.replayable
+    assert missing.shown == "qfloat8 (not replayed: optimum-quanto 0.2.4 is not installed (pip install 'parity[trainer]'))"
+    other = _quantization(True, None, RuntimeFacts((), False, "float32", {}, quant_libraries=(("optimum-quanto", "0.2.5"),)))
+    assert not other.replayable and "the trainer pins 0.2.4, and other versions give other bits" in other.shown
+    assert "(the trainer's default)" in other.shown
+    libraries = (("optimum-quanto", "0.2.4"), ("torchao", "0.10.0"))
+    adapter = _quantization(True, "qfloat8|ostris/ara/qwen.safetensors", RuntimeFacts((), False, "float32", {}, quant_libraries=libraries))
+    assert not adapter.replayable and "an accuracy recovery adapter over uint2, uint3" in adapter.shown
+    own = _quantization(True, "orbit3", RuntimeFacts((), False, "float32", {}))
+    assert not own.replayable and own.shown == (
+        "orbit3 (not replayed: parity does not replay orbit3 (it replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8, "
+        "qint4, qint2 (optimum-quanto 0.2.4); int8, float8, uint2, uint3, uint4, uint5, uint6, uint7, uint8 "
+        "(torchao 0.10.0)))"
+    )
+    torchao = _quantization(True, "float8", RuntimeFacts((), False, "float32", {}, quant_libraries=(("torchao", None),)))
+    assert not torchao.replayable and "torchao 0.10.0 is not installed" in torchao.shown
+    here = RuntimeFacts((), False, "float32", {}, quant_libraries=(("torchao", "0.10.0"),))
+    assert _quantization(True, "float8", here).replayable
+    offloaded = _quantization(True, "float8", here, offloaded=True)  # what layer_offloading turns qfloat8 into
+    assert not offloaded.replayable and "MemoryManager runs each layer on its dequantized weight" in offloaded.shown
+
+
+def test_the_quantization_knob_takes_the_lora_application_with_it():
+    """A quantized base takes no fused LoRA (the trainer cannot merge into it; the server's fuse has no float
+    weights there): flipping or combining the quantization knob takes the preview's LoRA application too."""
+    from parity.models.knobs import Setting, Wiring
+
+    reference = Wiring("reference", ((Knob.LORA_METHOD, Setting(LoraMethod.DIFFUSERS_FUSE, "fuse")), (Knob.QUANTIZATION, Setting("none", "none"))))
+    preview = Wiring("preview", ((Knob.LORA_METHOD, Setting(LoraMethod.AITK_UNMERGED, "branch")), (Knob.QUANTIZATION, Setting("qfloat8", "qfloat8"))))
+    for wiring in (flip(reference, preview, Knob.QUANTIZATION), combine(reference, preview, (Knob.QUANTIZATION,), "x")):
+        assert wiring.value(Knob.QUANTIZATION) == "qfloat8" and wiring.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED
+    alone = flip(reference, preview, Knob.LORA_METHOD)  # the other way round needs nothing
+    assert alone.value(Knob.QUANTIZATION) == "none" and alone.value(Knob.LORA_METHOD) is LoraMethod.AITK_UNMERGED

@@ -13,6 +13,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from devices import gpu_test
 from preview_oracle import TrainerLora, trainer_generate
 
@@ -68,7 +69,7 @@ def trainer_quantize_torchao(pipe, qtype: str, qtype_te: str | None) -> None:
                 quantize_(module, configs[qtype_te])
 
 
-def trainer_quantize(pipe, qtype: str, qtype_te: str | None, device: str = "cpu") -> None:
+def trainer_quantize(pipe, qtype: str, qtype_te: str | None, device: str = "cpu", transformer: bool = True) -> None:
     """ai-toolkit's order and calls, on a pipeline of its own: its `quantize` loop (every module through quanto's
     `_quantize_submodule`, quantized classes skipped by name, failures left as they are) per block, then over the
     whole transformer; the text encoder whole."""
@@ -82,14 +83,15 @@ def trainer_quantize(pipe, qtype: str, qtype_te: str | None, device: str = "cpu"
             with contextlib.suppress(Exception):  # the trainer prints and goes on
                 _quantize_submodule(model, name, module, weights=weights, activations=None, optimizer=None)
 
-    transformer = pipe.transformer  # on the CPU, as from_pretrained leaves it
-    for block in transformer.transformer_blocks:
-        block.to(device, dtype=transformer.dtype)
+    model = pipe.transformer  # on the CPU, as from_pretrained leaves it
+    for block in model.transformer_blocks if transformer else ():
+        block.to(device, dtype=model.dtype)
         trainer_loop(block, qtypes[qtype])
         freeze(block)
         block.to("cpu")
-    trainer_loop(transformer, qtypes[qtype])
-    freeze(transformer)
+    if transformer:
+        trainer_loop(model, qtypes[qtype])
+        freeze(model)
     if qtype_te is not None:
         pipe.text_encoder.to(device)
         trainer_loop(pipe.text_encoder, qtypes[qtype_te])
@@ -110,7 +112,7 @@ def test_the_quantized_preview_equals_the_trainer_replay(write_case, engine, qty
     assert preview.value(Knob.QUANTIZATION) == qtype and preview[Knob.QUANTIZATION].replayable
     assert preview[Knob.TEXT_ENCODER_QUANTIZATION].replayable
     mine = engine.render(case, preview)
-    assert any(f"rendered on the trainer's quantized model: transformer {qtype}, text encoder qfloat8" in n for n in mine.notes)
+    assert any(f"rendered on the trainer's quantized model: transformer {qtype} (" in n and "text encoder qfloat8 (" in n for n in mine.notes)
 
     pipe = load_pipeline("tiny", ".", "cpu")  # a load of its own: the replay quantizes it in place
     trainer_quantize(pipe, qtype, "qfloat8")
@@ -138,7 +140,7 @@ def test_the_torchao_preview_equals_the_trainer_replay(write_case, engine):
     before = torch.get_float32_matmul_precision()
     mine = engine.render(case, preview)
     assert torch.get_float32_matmul_precision() == before == "highest"
-    assert any("transformer int8, text encoder float8 (torchao 0.10.0" in n for n in mine.notes)
+    assert any("transformer int8 (34 layers), text encoder float8 (" in n and "torchao 0.10.0" in n for n in mine.notes)
 
     pipe = load_pipeline("tiny", ".", "cpu")
     try:
@@ -155,6 +157,161 @@ def test_the_torchao_preview_equals_the_trainer_replay(write_case, engine):
         torch.set_float32_matmul_precision(before)
     assert type(pipe.transformer.transformer_blocks[0].attn.to_q.weight).__name__ == "AffineQuantizedTensor"
     assert torch.equal(mine.decoded, oracle)
+
+
+def trainer_quantize_uintx(pipe, qtype: str | None, qtype_te: str | None, only: set[str] | None = None) -> None:
+    """ai-toolkit's uintx backend (toolkit/util/uintx_quant.py UIntXQuantizer, toolkit/util/ostris_quant.py
+    OstrisLinear), rewritten here from its code: per linear whose input width is a multiple of 64 (uint8: none),
+    min/max per group of 64 with zero included, scale and zero point, codes, then a forward on the weight
+    dequantized in its own dtype. Writing that dequantized weight into the linear gives the same F.linear."""
+    eps = torch.finfo(torch.float32).eps
+
+    def dequantized(w, bits, group=64):
+        out_f, in_f = w.shape
+        groups = in_f // group
+        wv = w.contiguous().view(out_f, groups, group)
+        low = torch.min(torch.amin(wv, dim=2), torch.zeros(out_f, groups, dtype=w.dtype))
+        high = torch.max(torch.amax(wv, dim=2), torch.zeros(out_f, groups, dtype=w.dtype))
+        qmax = (1 << bits) - 1
+        scale = torch.clamp((high - low) / float(qmax), min=eps)
+        zero = torch.clamp(-torch.round(low / scale), 0, qmax).to(torch.int32)
+        codes = torch.clamp(torch.round(wv * (1.0 / scale.view(out_f, groups, 1))) + zero.view(out_f, groups, 1), 0, qmax)
+        dq = codes.to(torch.uint8).to(w.dtype) - zero.to(torch.uint8).to(w.dtype).view(out_f, groups, 1)
+        return (dq * scale.view(out_f, groups, 1)).view(out_f, in_f)
+
+    for part, name in ((pipe.transformer, qtype), (pipe.text_encoder, qtype_te)):
+        bits = int(name.removeprefix("uint")) if name else 8
+        for module_name, module in part.named_modules():
+            if only is not None and module_name not in only:
+                continue
+            if bits < 8 and isinstance(module, torch.nn.Linear) and module.in_features % 64 == 0:
+                with torch.no_grad():
+                    module.weight.copy_(dequantized(module.weight, bits))
+
+
+@pytest.mark.parametrize("qtype", [f"uint{bits}" for bits in range(2, 8)])
+def test_the_uintx_preview_equals_the_trainer_replay(write_case, engine, qtype):
+    """ai-toolkit's own uint2..uint7 on the transformer (uint3 on the text encoder), without an adapter."""
+    from parity.render.loading import load_pipeline
+
+    case = load_cases(write_case(quantized_suite(qtype=qtype, qtype_te="uint3")))[0]
+    _, preview = engine.wirings(case)
+    assert preview[Knob.QUANTIZATION].replayable and preview[Knob.TEXT_ENCODER_QUANTIZATION].replayable
+    mine = engine.render(case, preview)
+    pipe = load_pipeline("tiny", ".", "cpu")
+    trainer_quantize_uintx(pipe, qtype, "uint3")
+    lora = TrainerLora(pipe, str(case.loras[0].path))
+    lora.unmerged(case.requested.lora_scale)
+    images = [engine.images(p) for p in case.effective.control_images]
+    oracle = trainer_generate(
+        pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
+        case.effective.steps, case.effective.guidance_scale, case.effective.seed,
+    )
+    assert torch.equal(mine.decoded, oracle)
+
+
+def test_uint8_quantizes_nothing_as_in_the_trainer(write_case, engine):
+    """ai-toolkit's UIntXQuantizer refuses uint8 (torchao 0.10.0 raised packing 8 bits, and the trainer keeps that
+    end state): a uint8 job's previews come from the unquantized model, LoRA unmerged."""
+    quantized = load_cases(write_case(quantized_suite(qtype="uint8", quantize_te=False), "uint8.yaml"))[0]
+    plain = load_cases(write_case(quantized_suite(quantize=False, quantize_te=False), "plain.yaml"))[0]
+    _, preview = engine.wirings(quantized)
+    _, unquantized = engine.wirings(plain)
+    assert preview[Knob.QUANTIZATION].replayable
+    mine = engine.render(quantized, preview)
+    assert any("transformer uint8 (no layer: ai-toolkit quantizes none with uint8)" in n for n in mine.notes)
+    assert torch.equal(mine.decoded, engine.render(plain, unquantized.with_setting(Knob.LORA_METHOD, preview[Knob.LORA_METHOD])).decoded)
+
+
+def trainer_adapter(pipe, qtype: str, path) -> None:
+    """ai-toolkit's quantize_model with an accuracy recovery adapter, rewritten from its code: the adapter's network
+    (PEFT format, alpha = rank, in the model's dtype, multiplier 1, never merged) hijacks the linears its file names;
+    each of those is quantized with `qtype` (uintx: where the input width is a multiple of 64); the rest of the
+    transformer with uint8, which quantizes nothing."""
+    from safetensors.torch import load_file
+
+    trainer_quantize_uintx(pipe, qtype, None, only={
+        key.removeprefix("diffusion_model.").removesuffix(".lora_A.weight") for key in load_file(str(path)) if key.endswith(".lora_A.weight")
+    })
+    modules = dict(pipe.transformer.named_modules())
+    dtype = pipe.transformer.dtype
+    pairs = {}
+    for key, value in load_file(str(path)).items():
+        name = key.removeprefix("diffusion_model.")
+        for suffix, role in ((".lora_A.weight", "down"), (".lora_B.weight", "up")):
+            if name.endswith(suffix):
+                pairs.setdefault(name.removesuffix(suffix), {})[role] = value.to(dtype)
+    scale = torch.tensor(1.0, dtype=dtype)
+    multiplier = torch.tensor((1.0,), dtype=dtype)
+    for name, p in pairs.items():
+        def hook(module, inputs, output, p=p):
+            lx = F.linear(F.linear(inputs[0].to(dtype), p["down"]), p["up"]) * scale
+            m = multiplier
+            for _ in range(lx.dim() - m.dim()):
+                m = m.unsqueeze(-1)
+            return output + (lx * m).to(output.dtype)
+        modules[name].register_forward_hook(hook)
+
+
+def test_an_accuracy_recovery_adapter_preview_equals_the_trainer_replay(write_case, workdir, engine, tiny_pipe):
+    """The trainer's Qwen example config: `qtype: uint3|<adapter>` and `qtype_te: qfloat8`. The adapter, written as
+    the trainer's network saves a PEFT LoRA (bf16), names MLP outputs (input width 128: quantized to uint3) and
+    attention queries (width 32: left in full precision, the adapter still on them); the user's LoRA runs unmerged
+    around both."""
+    from trainer_lora import Network, save
+
+    from parity.render.loading import load_pipeline
+
+    adapter = save(workdir / "cases" / "ara" / "qwen_uint3.safetensors", tiny_pipe.transformer,
+                   Network(linear=4, only_if_contains=("net.2", "to_q")), save_dtype="bf16", seed=11)
+    case = load_cases(write_case(quantized_suite(qtype="uint3|ara/qwen_uint3.safetensors")))[0]
+    _, preview = engine.wirings(case)
+    setting = preview[Knob.QUANTIZATION]
+    assert setting.replayable, setting.shown
+    assert "and its accuracy recovery adapter (a branch in the model dtype, scale 1)" in setting.shown
+    mine = engine.render(case, preview)
+    assert any("transformer uint3|ara/qwen_uint3.safetensors (" in n for n in mine.notes)
+
+    pipe = load_pipeline("tiny", ".", "cpu")
+    trainer_quantize(pipe, "qfloat8", "qfloat8", transformer=False)
+    trainer_adapter(pipe, "uint3", adapter)
+    lora = TrainerLora(pipe, str(case.loras[0].path))
+    lora.unmerged(case.requested.lora_scale)
+    images = [engine.images(p) for p in case.effective.control_images]
+    oracle = trainer_generate(
+        pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
+        case.effective.steps, case.effective.guidance_scale, case.effective.seed,
+    )
+    assert torch.equal(mine.decoded, oracle)
+
+    plain = load_cases(write_case(quantized_suite(qtype="uint3"), "no-adapter.yaml"))[0]  # the adapter moves the output
+    _, without = engine.wirings(plain)
+    assert not torch.equal(engine.render(plain, without).decoded, mine.decoded)
+
+
+def test_an_adapter_that_is_not_here_says_where_to_put_it(write_case, engine, tmp_path, monkeypatch):
+    """parity never downloads: an adapter named the hub's way is looked up in the local HF cache only, and where it
+    is missing the knob says how to fetch it; found in the cache, it is replayed."""
+    import huggingface_hub.constants
+    from trainer_lora import Network, save
+
+    from parity.render.loading import load_pipeline
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    qtype = "uint3|ostris/accuracy_recovery_adapters/qwen_uint3.safetensors"
+    case = load_cases(write_case(quantized_suite(qtype=qtype, quantize_te=False), "hub.yaml"))[0]
+    _, preview = engine.wirings(case)
+    assert not preview[Knob.QUANTIZATION].replayable
+    assert (
+        "not in the local HF cache (parity never downloads: `huggingface-cli download ostris/accuracy_recovery_adapters "
+        "qwen_uint3.safetensors`" in preview[Knob.QUANTIZATION].shown
+    )
+    snapshot = tmp_path / "hub" / "models--ostris--accuracy_recovery_adapters" / "snapshots" / ("0" * 40)
+    (tmp_path / "hub" / "models--ostris--accuracy_recovery_adapters" / "refs").mkdir(parents=True)
+    (tmp_path / "hub" / "models--ostris--accuracy_recovery_adapters" / "refs" / "main").write_text("0" * 40)
+    save(snapshot / "qwen_uint3.safetensors", load_pipeline("tiny", ".", "cpu").transformer, Network(only_if_contains=("net.2",)), "bf16")
+    _, preview = engine.wirings(case)
+    assert preview[Knob.QUANTIZATION].replayable, preview[Knob.QUANTIZATION].shown
 
 
 @gpu_test
@@ -201,9 +358,10 @@ def test_going_back_to_the_loaded_model_is_exact(write_case, engine):
         fresh.close()
 
 
-@pytest.mark.parametrize("qtype", sorted(quant.REPLAYED))
+@pytest.mark.parametrize("qtype", sorted(q for q in quant.REPLAYED if q != "uint8"))
 def test_the_tiny_model_feels_every_replayed_qtype(write_case, engine, qtype):
-    """Each qtype moves the transformer's output, and (qfloat8 for the rest) the text encoder's."""
+    """Each qtype moves the transformer's output, and (qfloat8 for the rest) the text encoder's. uint8 moves
+    nothing, as in the trainer (test_uint8_quantizes_nothing_as_in_the_trainer)."""
     plain = load_cases(write_case(quantized_suite(quantize=False, quantize_te=False), "plain.yaml"))[0]
     _, unquantized = engine.wirings(plain)
     base = engine.render(plain, unquantized).decoded
@@ -244,37 +402,10 @@ def test_a_quantized_preview_is_explained_by_the_quantization(write_case, workdi
     assert result.verdict.startswith("mismatch explained by:") and "transformer quantization" in result.verdict
 
 
-def test_without_the_library_the_knob_says_what_to_install():
-    """No optimum-quanto (or another version than the trainer's): shown, not replayed, with the install line."""
-    from parity.models.knobs import RuntimeFacts
-    from parity.models.qwen.knobs import _quantization
-
-    facts = RuntimeFacts((), False, "float32", {}, quant_libraries=(("optimum-quanto", None), ("torchao", None)))
-    missing = _quantization(True, "qfloat8", facts)
-    assert not missing.replayable
-    assert missing.shown == "qfloat8 (not replayed: optimum-quanto 0.2.4 is not installed (pip install 'parity[trainer]'))"
-    other = _quantization(True, None, RuntimeFacts((), False, "float32", {}, quant_libraries=(("optimum-quanto", "0.2.5"),)))
-    assert not other.replayable and "the trainer pins 0.2.4, and other versions give other bits" in other.shown
-    assert "(the trainer's default)" in other.shown
-    adapter = _quantization(True, "uint3|ostris/ara/qwen_uint3.safetensors", RuntimeFacts((), False, "float32", {}))
-    assert not adapter.replayable and "accuracy recovery adapter" in adapter.shown
-    own = _quantization(True, "uint4", RuntimeFacts((), False, "float32", {}))
-    assert not own.replayable and own.shown == (
-        "uint4 (not replayed: parity does not replay uint4 (it replays qfloat8, qfloat8_e4m3fn, qfloat8_e5m2, qint8, "
-        "qint4, qint2 (optimum-quanto 0.2.4); int8, float8 (torchao 0.10.0)))"
-    )
-    torchao = _quantization(True, "float8", RuntimeFacts((), False, "float32", {}, quant_libraries=(("torchao", None),)))
-    assert not torchao.replayable and "torchao 0.10.0 is not installed" in torchao.shown
-    here = RuntimeFacts((), False, "float32", {}, quant_libraries=(("torchao", "0.10.0"),))
-    assert _quantization(True, "float8", here).replayable
-    offloaded = _quantization(True, "float8", here, offloaded=True)  # what layer_offloading turns qfloat8 into
-    assert not offloaded.replayable and "MemoryManager runs each layer on its dequantized weight" in offloaded.shown
-
-
 def test_an_unreplayed_qtype_is_never_rendered(write_case, engine):
-    """uint4 (ai-toolkit's own backend) is recorded, not replayed: the preview renders on the loaded model and the
+    """orbit3 (ai-toolkit's own backend) is recorded, not replayed: the preview renders on the loaded model and the
     table says so."""
-    case = load_cases(write_case(quantized_suite(qtype="uint4", quantize_te=False)))[0]
+    case = load_cases(write_case(quantized_suite(qtype="orbit3", quantize_te=False)))[0]
     _, preview = engine.wirings(case)
     assert not preview[Knob.QUANTIZATION].replayable
     rendered = engine.render(case, preview)

@@ -261,12 +261,14 @@ def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts, offloaded: b
     name = qtype or "qfloat8"
     default = "" if qtype else " (the trainer's default)"
     libraries = dict(facts.quant_libraries)
-    problem = quant.replay_problem(name, libraries)
+    problem = quant.replay_problem(name, libraries, dict(facts.quant_adapters))
     if problem is None and offloaded:
         problem = "under layer_offloading the trainer's MemoryManager runs each layer on its dequantized weight (F.linear)"
     if problem is None:
-        library = quant.REPLAYED[quant.QType.parse(name).name]
-        return Setting(name, f"{name}{default}, replayed with {library} {libraries[library]}")
+        parsed = quant.QType.parse(name)
+        library = quant.REPLAYED[parsed.name]
+        adapter = "" if parsed.adapter is None else " and its accuracy recovery adapter (a branch in the model dtype, scale 1)"
+        return Setting(name, f"{name}{default}, replayed with {library} {libraries[library]}{adapter}")
     return Setting(name, f"{name}{default} (not replayed: {problem})", replayable=False)
 
 
