@@ -45,11 +45,16 @@ def installed() -> dict[str, str | None]:
 
 
 class Part:
-    """One model part (transformer or text encoder) with its quantizable modules swappable."""
+    """One model part (transformer or text encoder) with its quantizable modules swappable.
+
+    On a GPU the modules out of use wait in host memory: the loaded ones while a qtype's are in, and a qtype's while
+    the loaded ones are in (moves between devices copy bits exactly), so the GPU holds one set at a time: the full
+    model and its quantized copy do not fit twice on an 80 GB card."""
 
     def __init__(self, root: torch.nn.Module, name: str):
         self.root, self.name = root, name
         self.originals: dict[str, torch.nn.Module] = {}  # module name -> the loaded module
+        self.homes: dict[str, torch.device | None] = {}  # module name -> the device the loaded module lies on
         self.made: dict[str, dict[str, torch.nn.Module]] = {}  # qtype -> module name -> its quantized module
         self.state = "none"
 
@@ -58,7 +63,10 @@ class Part:
         is quantized on (None: where it lies)."""
         if qtype == self.state:
             return
+        if self.state != "none":
+            self._place(self.made[self.state], park=True)
         self._swap(self.originals)
+        self._place(self.originals, park=False)
         self.state = "none"
         setattr(self.root, quant.TAG, None)
         if qtype == "none":
@@ -69,9 +77,32 @@ class Part:
                 self.made[qtype] = self._quantize(qtype, quantize_where)
             else:
                 self.made[qtype] = self._adapted(parsed.name, adapter or parsed.adapter)
-        self._swap(self.made[qtype])
+        made = self.made[qtype]
+        self._place(made, park=False)
+        self._swap(made)
+        in_use = {id(m) for module in made.values() for m in module.modules()}  # an adapter's unquantized base
+        self._place({n: m for n, m in self.originals.items() if id(m) not in in_use}, park=True)
         self.state = qtype
         setattr(self.root, quant.TAG, qtype)
+
+    def _place(self, modules: dict[str, torch.nn.Module], park: bool) -> None:
+        """Modules to host memory (`park`), or back to the device their loaded module lies on. Nothing moves on
+        the CPU."""
+        for name, module in modules.items():
+            home = self.homes.get(name)
+            if home is not None and home.type != "cpu":
+                module.to("cpu" if park else home)
+
+    def _keep(self, name: str, module: torch.nn.Module, made: torch.nn.Module) -> None:
+        """Record the loaded module; the made one gets its own copies of any parameter it shares with it (quanto
+        hands the bias over), so parking one never moves the other's."""
+        self.originals.setdefault(name, module)
+        self.homes.setdefault(name, _device_of(module))
+        shared = {id(p) for p in module.parameters()}
+        for owner in made.modules():
+            for key, param in list(owner._parameters.items()):
+                if param is not None and id(param) in shared and owner is not module:
+                    owner._parameters[key] = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
 
     def described(self) -> str:
         """'transformer qfloat8 (34 layers)'."""
@@ -103,7 +134,7 @@ class Part:
                 if home is not None:
                     quantized.to(home)
                 made[name] = quantized
-                self.originals.setdefault(name, module)
+                self._keep(name, module, quantized)
         finally:
             torch.set_float32_matmul_precision(precision)
         return made
@@ -134,7 +165,7 @@ class Part:
                 base.to(home)
             dtype = module.weight.dtype
             made[name] = uintx.AdaptedLinear(base, down, up, dtype, home)
-            self.originals.setdefault(name, module)
+            self._keep(name, module, made[name])
         return made
 
     def _swap(self, modules: dict[str, torch.nn.Module]) -> None:

@@ -341,6 +341,26 @@ def test_the_quantized_preview_equals_the_trainer_replay_in_bf16_on_cuda(write_c
         engine.close()
 
 
+@gpu_test
+def test_on_a_gpu_the_set_out_of_use_waits_in_host_memory(write_case):
+    """While the quantized modules render, the loaded ones lie in host memory, and the other way round; the
+    reference render after the round trip is the one before, bit for bit."""
+    engine = Engine("cuda")
+    try:
+        case = load_cases(write_case(quantized_suite()))[0]
+        before = engine.render(case).decoded
+        _, preview = engine.wirings(case)
+        engine.render(case, preview)
+        part = engine._loaded.quant.transformer
+        assert part.originals and all(p.device.type == "cpu" for m in part.originals.values() for p in m.parameters())
+        after = engine.render(case).decoded
+        assert all(p.device.type == "cuda" for m in part.originals.values() for p in m.parameters())
+        assert all(t.device.type == "cpu" for m in part.made["qfloat8"].values() for t in (*m.parameters(), *m.buffers()))
+        assert torch.equal(before, after)
+    finally:
+        engine.close()
+
+
 def test_going_back_to_the_loaded_model_is_exact(write_case, engine):
     """After a quantized render the reference render is the one of a model never quantized (the loaded modules are
     put back, the text embeddings of the quantized encoder are kept apart)."""
