@@ -135,6 +135,7 @@ class Part:
                     quantized.to(home)
                 made[name] = quantized
                 self._keep(name, module, quantized)
+                self._place({name: module}, park=True)  # one layer at a time: the GPU never holds both sets
         finally:
             torch.set_float32_matmul_precision(precision)
         return made
