@@ -124,3 +124,17 @@ def test_read_back_script_restores_every_targeted_weight_exactly_both_ways(tmp_p
     assert [r["how"] for r in result["rows"]] == ["direct", "staged", "staged", "direct"]
     assert all(r["exact"] for r in result["rows"]) and result["summary"]["every restore exact"] is True
     assert result["meta"]["targeted"] == 2 * 14  # two tiny blocks, 14 linears each
+
+
+def test_quantized_script_diagnoses_a_quantized_preview_suite(tmp_path):
+    """quantized.py --tiny: previews drawn on the trainer's quantized model (qfloat8 on both parts), `run` fails
+    them, `run --diagnose` names the quantization, and the full preview wiring reproduces every preview."""
+    pytest.importorskip("optimum.quanto", reason="the trainer's quantization library: pip install 'parity[trainer]'")
+    module = runpy.run_path(str(BENCH / "quantized.py"), run_name="bench")
+    assert module["main"](["--tiny", "--cases", "c1-square", "--steps", "2", "--size", "64", "--out", str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (data["draw"]["exit"], data["run"]["exit"], data["diagnose"]["exit"]) == (0, 1, 1)
+    (verdict,) = data["verdicts"]
+    assert "mismatch explained by:" in verdict and "transformer quantization" in verdict, verdict
+    assert verdict.endswith("full preview max |diff| 0")
+    assert (tmp_path / "out" / "results.md").is_file()
