@@ -278,7 +278,8 @@ def _draw(args) -> int:
     engine = Engine(check_device(args.device))
     for path in discover(args.paths):
         # the previews are what this writes, so the check that they exist is skipped
-        for written in draw_previews(resolve_suite(load_suite(path)), engine, force=args.force):
+        said = lambda text: print(visible(f"parity: {text}"), file=sys.stderr)
+        for written in draw_previews(resolve_suite(load_suite(path)), engine, force=args.force, said=said):
             print(written)
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -170,9 +171,13 @@ class FusedLora:
             # low_cpu_mem_usage: PEFT makes the adapter's layers empty instead of randomly initialising them on the
             # CPU only to overwrite them (2-30 s at full size, most of a suite's time outside denoising); the
             # loaded values and the fused weights are the server's default load's (tests/render/test_loading.py)
-            self.pipe.load_lora_weights(
-                folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True, low_cpu_mem_usage=True
-            )
+            with warnings.catch_warnings():
+                # PEFT warns once that torchao 0.10.0 (the trainer's pin, parity[trainer]) is too old for its
+                # torchao layers; the server's layers are plain linears, and PEFT's choice does not depend on it
+                warnings.filterwarnings("ignore", message="Found an incompatible version of torchao", category=UserWarning)
+                self.pipe.load_lora_weights(
+                    folder, weight_name=name, adapter_name=ADAPTER, local_files_only=True, low_cpu_mem_usage=True
+                )
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             self._unload_after_failure()
             raise ModelLoadError(

@@ -18,8 +18,14 @@ from parity.facts.case import Case
 from parity.models.knobs import Knob, Setting
 
 
-def draw_previews(cases: list[Case], engine, force: bool = False) -> list[Path]:
-    """Render every case with its preview wiring and write the baseline file; refuses to overwrite unless forced."""
+def unreplayed(wiring) -> list[str]:
+    """The preview wiring's settings parity cannot replay, as 'knob: shown' (drawn without them)."""
+    return [f"{knob.value}: {setting.shown}" for knob, setting in wiring.settings if not setting.replayable]
+
+
+def draw_previews(cases: list[Case], engine, force: bool = False, said=None) -> list[Path]:
+    """Render every case with its preview wiring and write the baseline file; refuses to overwrite unless forced.
+    `said(text)`: told, per case, the trainer's settings the drawing could not replay."""
     written = []
     for case in cases:
         if case.baseline is None:
@@ -28,6 +34,9 @@ def draw_previews(cases: list[Case], engine, force: bool = False) -> list[Path]:
         if path.exists() and not force:
             raise CaseRunError(f"{path} exists; previews are never overwritten", "pass --force to redraw them")
         _, preview = engine.wirings(case)
+        missing = unreplayed(preview)
+        if missing and said is not None:
+            said(f"{path}: drawn without what parity does not replay here: " + "; ".join(missing))
         raw = engine.render(case, preview.with_setting(Knob.OUTPUT, Setting(OutputEncoding.PNG, "PNG"))).image
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{path.suffix}")

@@ -26,7 +26,7 @@ from importlib import metadata
 
 import torch
 
-from parity.core.errors import CaseRunError
+from parity.core.errors import CaseRunError, ModelLoadError
 from parity.facts import quant
 from parity.render import uintx
 
@@ -144,9 +144,18 @@ class Part:
         """ai-toolkit's path with an accuracy recovery adapter: the adapter's LoRA network over the linears it
         names; each of those quantized with `qtype` where it lies (the CPU), the others with uint8, which
         quantizes nothing; the adapter's branch on the model's device, in the model's dtype."""
+        from parity.cases import lorafile
         from parity.render.lora import lora_pairs
 
-        pairs = lora_pairs(path)
+        try:
+            lorafile.check(path)  # readable, a LoRA of a kind a PEFT network loads
+            pairs = lora_pairs(path)  # finite
+        except ModelLoadError as exc:
+            raise CaseRunError(
+                f"the accuracy recovery adapter of model.qtype ({qtype}|…): {exc.what}",
+                "use the adapter file the job trained with: a path (relative to the case file), or user/repo/file "
+                "in the local HF cache",
+            ) from None
         modules = dict(self.root.named_modules())
         missing = sorted(name for name in pairs if not isinstance(modules.get(name), torch.nn.Linear))
         if missing:

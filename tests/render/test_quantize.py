@@ -430,3 +430,27 @@ def test_an_unreplayed_qtype_is_never_rendered(write_case, engine):
     assert not preview[Knob.QUANTIZATION].replayable
     rendered = engine.render(case, preview)
     assert not any("quantized model" in n for n in rendered.notes)
+
+
+def test_a_garbage_adapter_is_an_error_that_names_it_and_drawing_says_what_it_could_not_replay(write_case, workdir, engine):
+    """An adapter file that is not a LoRA is a case error naming the adapter and the fix, never a traceback; a
+    preview drawn where the adapter is missing says what it was drawn without."""
+    from parity.core.errors import CaseRunError
+    from parity.render.previews import draw_previews
+
+    (workdir / "cases" / "ara").mkdir()
+    (workdir / "cases" / "ara" / "broken.safetensors").write_bytes(b"not a safetensors file")
+    broken = load_cases(write_case(quantized_suite(qtype="uint3|ara/broken.safetensors", quantize_te=False), "broken.yaml"))[0]
+    _, preview = engine.wirings(broken)
+    with pytest.raises(CaseRunError) as raised:
+        engine.render(broken, preview)
+    assert raised.value.what.startswith("the accuracy recovery adapter of model.qtype (uint3|…): LoRA ")
+    assert "is not a readable safetensors file" in raised.value.what and "relative to the case file" in raised.value.fix
+
+    suite = quantized_suite(qtype="uint3|ara/absent.safetensors", quantize_te=False).replace(
+        'network_multiplier: 0.8}', 'network_multiplier: 0.8, baseline: drawn/0.jpg}')
+    absent = load_cases(write_case(suite, "absent.yaml"))
+    said: list[str] = []
+    (written,) = draw_previews(absent, engine, said=said.append)
+    assert written.is_file() and len(said) == 1
+    assert "drawn without what parity does not replay here: transformer quantization: uint3|ara/absent.safetensors" in said[0]
