@@ -17,6 +17,7 @@ from parity.cases.server import refusals, server_settings
 from parity.cases.trainer import TrainerSample, join, lora_merged, trainer_samples
 from parity.core.errors import CaseFileError, Problem
 from parity.core.thresholds import THRESHOLD_KEYS, BaselineKind, Thresholds, combine
+from parity.facts import quant
 from parity.facts.case import Case, LoraRef, PreviewFacts, TrainingFacts
 from parity.models import get_model
 from parity.models.model import Model
@@ -51,16 +52,32 @@ def resolve_suite(loaded: LoadedSuite) -> list[Case]:
 
 
 def _suite_problems(loaded: LoadedSuite, model: Model) -> list[Problem]:
+    problems = _qtype_problems(loaded)
     if len(loaded.spec.loras) <= model.max_loras:
-        return []
+        return problems
     return [
+        *problems,
         loaded.problem(
             "loras",
             len(loaded.spec.loras),
             f"{model.id} applies at most {model.max_loras} LoRA (the reference server fuses only the first)",
             "list one LoRA per suite; split the others into their own case files",
-        )
+        ),
     ]
+
+
+def _qtype_problems(loaded: LoadedSuite) -> list[Problem]:
+    """A qtype the trainer would fail on (as `parity import` refuses it): an unknown name, a bad adapter suffix, an
+    adapter on the text encoder's qtype."""
+    training = loaded.spec.training
+    problems = []
+    for field, adapter_allowed in (("qtype", True), ("qtype_te", False)):
+        value = getattr(training, field, None) if training is not None else None
+        problem = quant.unknown(value, adapter_allowed) if value is not None else None
+        if problem:
+            fix = f"write the job config's model.{field}; parity replays {quant.replayed_text()}"
+            problems.append(loaded.problem(f"training.{field}", value, problem, fix))
+    return problems
 
 
 def _sample_problems(loaded: LoadedSuite, model: Model, one: TrainerSample, seen: dict[str, int]) -> list[Problem]:

@@ -51,6 +51,11 @@ class CaseRunError(ParityError):
         super().__init__(f"{what}. Fix: {fix}")
 
 
+class QuantizationRefused(CaseRunError):
+    """The trainer's quantization refused by the checks that run before it changes the model (library, adapter,
+    offload hooks): the model is as it was, less the previous LoRA, so the engine keeps it loaded."""
+
+
 class ModelLoadError(ParityError):
     """A base model or LoRA that cannot be loaded (offline, missing, wrong format)."""
 

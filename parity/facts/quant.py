@@ -48,8 +48,10 @@ class QType:
 
     @classmethod
     def parse(cls, text: str) -> QType:
-        name, _, adapter = str(text).partition("|")
-        return cls(name.strip(), adapter.strip() or None)
+        """As ModelConfig reads it: `qtype.split('|')` when a bar is in it (no stripping; `unknown` refuses what
+        the trainer's split or adapter lookup would fail on)."""
+        name, bar, adapter = str(text).partition("|")
+        return cls(name, adapter if bar else None)
 
     def __str__(self) -> str:
         return self.name if self.adapter is None else f"{self.name}|{self.adapter}"
@@ -72,6 +74,8 @@ def unknown(text: str, adapter_allowed: bool = True) -> str | None:
     qtype = QType.parse(text)
     if qtype.adapter is not None and not adapter_allowed:
         return f"ai-toolkit reads an accuracy recovery adapter from model.qtype only, and fails on {str(qtype)!r}"
+    if qtype.adapter is not None and (not qtype.adapter or "|" in qtype.adapter):
+        return f"ai-toolkit fails on {str(qtype)!r}: one bar, then the adapter's path or user/repo/file"
     if qtype.name in KNOWN:
         return None
     return f"ai-toolkit knows no qtype {qtype.name!r} (its qtypes: {', '.join(KNOWN)})"
@@ -99,9 +103,11 @@ def adapter_problem(adapter: str, located: str | None) -> str | None:
     )
 
 
-def replay_problem(text: str, installed: dict[str, str | None], adapters: dict[str, str | None] | None = None) -> str | None:
+def replay_problem(
+    text: str, installed: dict[str, str | None], adapters: dict[str, tuple[str | None, str | None]] | None = None
+) -> str | None:
     """Why parity cannot replay this qtype here (None: it can). `installed`: library name -> version (None: absent);
-    `adapters`: adapter as written -> the file found for it (None: not found)."""
+    `adapters`: adapter as written -> (the file found for it or None, why that file cannot be used or None)."""
     qtype = QType.parse(text)
     library = REPLAYED.get(qtype.name)
     if library is None:
@@ -114,5 +120,8 @@ def replay_problem(text: str, installed: dict[str, str | None], adapters: dict[s
     if version != PINS[library]:
         return f"{library} {version} is installed, the trainer pins {PINS[library]}, and other versions give other bits ({INSTALL})"
     if qtype.adapter is not None:
-        return adapter_problem(qtype.adapter, (adapters or {}).get(qtype.adapter))
+        located, unusable = (adapters or {}).get(qtype.adapter, (None, None))
+        if unusable:
+            return f"the accuracy recovery adapter {qtype.adapter}: {unusable}"
+        return adapter_problem(qtype.adapter, located)
     return None

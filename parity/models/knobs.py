@@ -95,7 +95,8 @@ class RuntimeFacts:
     lora_alpha_text: str = ""  # the file's `.alpha` keys in words ("alpha 8 / rank 4"); "" when it has none
     lora_alpha_scale: float | None = 1.0  # the file's alpha / rank, as the server's loader applies it (None: varies)
     quant_libraries: tuple[tuple[str, str | None], ...] = ()  # the trainer's quantization libraries here: (name, version)
-    quant_adapters: tuple[tuple[str, str | None], ...] = ()  # accuracy recovery adapters: (as written, file found or None)
+    # accuracy recovery adapters: (as written, the file found or None, why the trainer's network would not load it)
+    quant_adapters: tuple[tuple[str, str | None, str | None], ...] = ()
 
 
 def differing(a: Wiring, b: Wiring) -> tuple[Knob, ...]:

@@ -18,12 +18,13 @@ import torch
 from parity.cases import lorafile
 from parity.core import offload as offloading
 from parity.core.environment import reproducible_cpu_math
-from parity.core.errors import CaseRunError, LoraRefused
+from parity.core.errors import CaseRunError, LoraRefused, QuantizationRefused
 from parity.core.images import OpenedImages, encode_output
 from parity.facts import quant
 from parity.facts.case import Case
 from parity.models import DEFAULT_MODEL, get_model
 from parity.models.knobs import Knob, LoraMethod, RuntimeFacts, Wiring
+from parity.render import adapter as adapting
 from parity.render import pool as pooling
 from parity.render import quantize as quantizing
 from parity.render.cfg_parallel import CfgParallel
@@ -128,7 +129,7 @@ class Engine:
             timings["load_inputs"] = time.perf_counter() - start
             try:
                 return self._render(case, chosen, facts, images, text_images, timings, fresh_caches)
-            except LoraRefused:
+            except (LoraRefused, QuantizationRefused):
                 raise  # refused before it changed the model (or taken out again): it stays loaded (a reload costs minutes)
             except PristineMissing as missing:
                 self.close(failed=True)  # the model is loaded again, and the case rendered on it
@@ -144,7 +145,7 @@ class Engine:
         assert loaded is not None
         lora_path = case.loras[0].path if case.loras else None
         method = wiring.value(Knob.LORA_METHOD)
-        timings.update(self._quantize(loaded, wiring, method, dict(facts.quant_adapters)))
+        timings.update(self._quantize(loaded, wiring, method, {a: path for a, path, _ in facts.quant_adapters}))
         timings.update(loaded.lora.apply(method, lora_path, wiring.value(Knob.LORA_SCALE), case.allow_partial_lora))
         if "lora_snapshot" in timings and loaded.lora.fused.untouched is not None:
             self._copy_notes.append(loaded.lora.fused.untouched.note(timings["lora_snapshot"], self.device, loaded.lora.fused.keep.restores))
@@ -155,7 +156,7 @@ class Engine:
             prompt=eff.prompt, negative_prompt=str(eff.negative_prompt), width=width, height=height, steps=eff.steps,
             guidance_scale=eff.guidance_scale, seed=eff.seed, images=images, text_images=text_images,
         )
-        quantized = loaded.quant is not None and loaded.quant.on
+        quantized = loaded.quant is not None and loaded.quant.transformer_on  # the replica copies the transformer only
         replica = self.cfg.for_render(loaded.lora.key, method, timings) if self.cfg is not None and not quantized else None
         renderer = self._fresh_renderer(loaded, case.model) if fresh_caches else loaded.renderer
         with loaded.quant.regime() if loaded.quant is not None else contextlib.nullcontext():
@@ -177,7 +178,7 @@ class Engine:
         if loaded.quant is not None and loaded.quant.on:
             notes.append(loaded.quant.note())
         if self.cfg is not None and self.cfg.replica is not None and replica is None:
-            notes.append(self.cfg.skipped_note(method, loaded.quant is not None and loaded.quant.on))
+            notes.append(self.cfg.skipped_note(method, loaded.quant is not None and loaded.quant.transformer_on))
         offload_note = offloading.note(loaded.offload, self.devices.cuda)
         return notes + ([offload_note] if offload_note else [])
 
@@ -188,12 +189,12 @@ class Engine:
         if loaded.quant is None and asked == ("none", "none"):
             return {}
         if asked[0] != "none" and method in (LoraMethod.DIFFUSERS_FUSE, LoraMethod.DIFFUSERS_ADAPTER):
-            raise CaseRunError(
+            raise QuantizationRefused(
                 f"a quantized transformer ({asked[0]}) takes the LoRA only as ai-toolkit's unmerged branch, not as {method.value}",
                 "report this wiring: the diagnosis takes the LoRA application together with the quantization",
             )
         if any_hooked(loaded.pipe):
-            raise CaseRunError(
+            raise QuantizationRefused(
                 "the trainer's quantization is replayed on weights on the device, and under offload model or "
                 "sequential they wait in host memory or behind hooks",
                 "diagnose or draw previews with offload none (--offload none, or `offload: none` in the case file)",
@@ -284,11 +285,15 @@ def _quantized(case: Case) -> bool:
     return bool(case.training.quantize or case.training.quantize_te)
 
 
-def _adapters(case: Case) -> tuple[tuple[str, str | None], ...]:
-    """The accuracy recovery adapter the case's qtype names, and its file here (None: not found)."""
+def _adapters(case: Case) -> tuple[tuple[str, str | None, str | None], ...]:
+    """The accuracy recovery adapter the case's qtype names: (as written, its file here or None, why the trainer's
+    network would not load that file as parity replays it, or None)."""
     t = case.training
     adapter = quant.QType.parse(t.qtype).adapter if t.quantize and t.qtype else None
-    return () if adapter is None else ((adapter, quantizing.locate_adapter(adapter, case.base_dir)),)
+    if not adapter:
+        return ()
+    path = adapting.locate(adapter, case.base_dir)
+    return ((adapter, path, adapting.problem(path) if path else None),)
 
 
 def _replayed_value(wiring: Wiring, knob: Knob) -> str:

@@ -83,33 +83,3 @@ class UIntXLinear(torch.nn.Linear):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, uint{self.bits}, group {GROUP}"
 
-
-class AdaptedLinear(torch.nn.Linear):
-    """A linear with ai-toolkit's accuracy recovery adapter around it (toolkit/util/quantize.py `quantize_model`: a
-    PEFT-format LoRA network with alpha = rank, moved to the model's dtype, never merged, always on at multiplier 1):
-    the base's output (quantized where it could be) plus the adapter's branch in the model's dtype, as the
-    trainer's LoRA module forward computes it (toolkit/network_mixins.py: lora_up(lora_down(x)) x scale x
-    multiplier, cast to the base output's dtype, added). A Linear, so the user's LoRA finds and wraps it."""
-
-    def __init__(self, base: torch.nn.Linear, down: torch.Tensor, up: torch.Tensor, dtype: torch.dtype, device):
-        torch.nn.Module.__init__(self)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.base = base
-        self.register_buffer("down", down.to(device, dtype))
-        self.register_buffer("up", up.to(device, dtype))
-        self.register_buffer("scale", torch.tensor(1.0, dtype=dtype, device=device))  # alpha / rank, cast by force_to
-        self.register_buffer("multiplier", torch.tensor((1.0,), dtype=dtype, device=device))  # the network's, 1
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self):
-        return self.base.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        branch = F.linear(F.linear(x.to(self.down.dtype), self.down), self.up) * self.scale
-        multiplier = self.multiplier.view(*self.multiplier.shape, *([1] * (branch.dim() - self.multiplier.dim())))
-        return out + (branch * multiplier).to(out.dtype)

@@ -226,6 +226,23 @@ def test_resolution_problems_name_field_and_fix(write_case, item, field, message
 
 
 @pytest.mark.parametrize(
+    "training, field, message",
+    [
+        ("{quantize: true, qtype: 'uint4|'}", "training.qtype", "ai-toolkit fails on 'uint4|'"),
+        ("{quantize: true, qtype: qfloat4}", "training.qtype", "ai-toolkit knows no qtype 'qfloat4'"),
+        ("{quantize_te: true, qtype_te: 'uint3|ara/x.safetensors'}", "training.qtype_te", "from model.qtype only"),
+    ],
+)
+def test_a_qtype_the_trainer_would_fail_on_is_a_case_file_problem(write_case, training, field, message):
+    """A hand-written `training:` block is held to what `parity import` holds a job to: the trainer's own parse."""
+    with pytest.raises(CaseFileError) as info:
+        resolve(write_case, f"training: {training}\nsample:\n  samples:\n    - {{prompt: a, ctrl_img_1: inputs/hat.png}}\n")
+    (problem,) = info.value.problems
+    assert problem.field == field and message in problem.message
+    assert "parity replays qfloat8" in problem.fix and problem.line == 1
+
+
+@pytest.mark.parametrize(
     "item, requested, refusal",
     [
         ("{prompt: 'a --w 8000'}", ("width", 8000), "width 8000 is outside what its request schema accepts (64..4096)"),

@@ -357,8 +357,39 @@ def test_on_a_gpu_the_set_out_of_use_waits_in_host_memory(write_case):
         assert all(p.device.type == "cuda" for m in part.originals.values() for p in m.parameters())
         assert all(t.device.type == "cpu" for m in part.made["qfloat8"].values() for t in (*m.parameters(), *m.buffers()))
         assert torch.equal(before, after)
+
+        def nbytes(modules):
+            return sum(t.numel() * t.element_size() for m in modules for t in (*m.parameters(), *m.buffers()))
+
+        quant = engine._loaded.quant
+        loaded, made = nbytes(part.originals.values()), nbytes(part.made["qfloat8"].values())
+        largest = max(nbytes([m]) for m in (*part.originals.values(), *part.made["qfloat8"].values()))
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        quant.apply("qfloat8", "qfloat8", before=lambda: None)  # the made set again: one module at a time
+        assert torch.cuda.max_memory_allocated() - start <= max(made - loaded, 0) + largest
     finally:
         engine.close()
+
+
+def test_two_case_files_naming_one_adapter_path_get_their_own_files(write_case, workdir, engine, tiny_pipe):
+    """`uint3|ara/x.safetensors` in two folders names two files: each case renders its own (the quantized set is
+    kept per file and its stamp, not per qtype text), and an edited file is read again."""
+    from trainer_lora import Network, save
+
+    targets = Network(linear=4, only_if_contains=("net.2",))
+    save(workdir / "cases" / "ara" / "x.safetensors", tiny_pipe.transformer, targets, "bf16", seed=1)
+    save(workdir / "cases" / "other" / "ara" / "x.safetensors", tiny_pipe.transformer, targets, "bf16", seed=2)
+    suite = quantized_suite(qtype="uint3|ara/x.safetensors", quantize_te=False)
+    first = load_cases(write_case(suite, "first.yaml"))[0]
+    (workdir / "cases" / "other" / "inputs").symlink_to(workdir / "cases" / "inputs")
+    (workdir / "cases" / "other" / "loras").symlink_to(workdir / "cases" / "loras")
+    second = load_cases(write_case(suite, "other/second.yaml"))[0]
+    renders = [engine.render(c, engine.wirings(c)[1]).decoded for c in (first, second, first)]
+    assert not torch.equal(renders[0], renders[1]) and torch.equal(renders[0], renders[2])
+    save(workdir / "cases" / "ara" / "x.safetensors", tiny_pipe.transformer, targets, "bf16", seed=2)  # edited
+    assert torch.equal(engine.render(first, engine.wirings(first)[1]).decoded, renders[1])
 
 
 def test_going_back_to_the_loaded_model_is_exact(write_case, engine):
@@ -432,20 +463,26 @@ def test_an_unreplayed_qtype_is_never_rendered(write_case, engine):
     assert not any("quantized model" in n for n in rendered.notes)
 
 
-def test_a_garbage_adapter_is_an_error_that_names_it_and_drawing_says_what_it_could_not_replay(write_case, workdir, engine):
-    """An adapter file that is not a LoRA is a case error naming the adapter and the fix, never a traceback; a
-    preview drawn where the adapter is missing says what it was drawn without."""
-    from parity.core.errors import CaseRunError
+def test_an_adapter_the_trainer_would_not_load_is_shown_not_replayed(write_case, workdir, engine, tiny_pipe):
+    """A file that is no safetensors, one that mixes ranks (the trainer cuts or pads them to the first rank): the
+    knob says why, before any render; a preview drawn where the adapter is missing says what it was drawn without."""
+    import torch as t
+    from safetensors.torch import save_file
+
     from parity.render.previews import draw_previews
 
     (workdir / "cases" / "ara").mkdir()
     (workdir / "cases" / "ara" / "broken.safetensors").write_bytes(b"not a safetensors file")
-    broken = load_cases(write_case(quantized_suite(qtype="uint3|ara/broken.safetensors", quantize_te=False), "broken.yaml"))[0]
-    _, preview = engine.wirings(broken)
-    with pytest.raises(CaseRunError) as raised:
-        engine.render(broken, preview)
-    assert raised.value.what.startswith("the accuracy recovery adapter of model.qtype (uint3|…): LoRA ")
-    assert "is not a readable safetensors file" in raised.value.what and "relative to the case file" in raised.value.fix
+    prefix = "diffusion_model.transformer_blocks.0"
+    save_file({f"{prefix}.attn.to_q.lora_A.weight": t.ones(4, 32), f"{prefix}.attn.to_q.lora_B.weight": t.ones(32, 4),
+               f"{prefix}.attn.to_k.lora_A.weight": t.ones(2, 32), f"{prefix}.attn.to_k.lora_B.weight": t.ones(32, 2)},
+              str(workdir / "cases" / "ara" / "mixed.safetensors"))
+    for name, why in (("broken", "is not a readable safetensors file"), ("mixed", "mixes ranks [2, 4]: the trainer builds")):
+        case = load_cases(write_case(quantized_suite(qtype=f"uint3|ara/{name}.safetensors", quantize_te=False), f"{name}.yaml"))[0]
+        _, preview = engine.wirings(case)
+        setting = preview[Knob.QUANTIZATION]
+        assert not setting.replayable and f"(not replayed: the accuracy recovery adapter ara/{name}.safetensors: " in setting.shown
+        assert why in setting.shown, setting.shown
 
     suite = quantized_suite(qtype="uint3|ara/absent.safetensors", quantize_te=False).replace(
         'network_multiplier: 0.8}', 'network_multiplier: 0.8, baseline: drawn/0.jpg}')
@@ -454,3 +491,25 @@ def test_a_garbage_adapter_is_an_error_that_names_it_and_drawing_says_what_it_co
     (written,) = draw_previews(absent, engine, said=said.append)
     assert written.is_file() and len(said) == 1
     assert "drawn without what parity does not replay here: transformer quantization: uint3|ara/absent.safetensors" in said[0]
+
+
+def test_an_adapter_for_another_model_is_refused_and_the_model_stays_loaded(write_case, workdir, engine):
+    """Names the transformer lacks: the case is refused, naming them, before anything changes; the loaded model
+    stays (a reload costs minutes at full size) and renders the reference as before."""
+    import torch as t
+    from safetensors.torch import save_file
+
+    from parity.core.errors import QuantizationRefused
+
+    (workdir / "cases" / "ara").mkdir()
+    save_file({"diffusion_model.blocks.9.q.lora_A.weight": t.ones(4, 32), "diffusion_model.blocks.9.q.lora_B.weight": t.ones(32, 4)},
+              str(workdir / "cases" / "ara" / "other.safetensors"))
+    case = load_cases(write_case(quantized_suite(qtype="uint3|ara/other.safetensors", quantize_te=False)))[0]
+    before = engine.render(case).decoded
+    loaded = engine._loaded
+    _, preview = engine.wirings(case)
+    assert preview[Knob.QUANTIZATION].replayable  # the file is a LoRA; what it names is the model's question
+    with pytest.raises(QuantizationRefused, match=r"names 1 layer\(s\) this transformer lacks \(blocks.9.q\)"):
+        engine.render(case, preview)
+    assert engine._loaded is loaded
+    assert torch.equal(engine.render(case).decoded, before)

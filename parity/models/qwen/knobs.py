@@ -212,7 +212,7 @@ def preview_wiring(case: Case, facts: RuntimeFacts) -> Wiring:
             (Knob.DTYPE, Setting(dtype, dtype if t.dtype else f"{dtype} (not recorded; assumed)", replayable=dtype == facts.dtype)),
             (Knob.OUTPUT, Setting(PREVIEW_FORMATS[pre.format], PREVIEW_FORMATS[pre.format].value)),
             (Knob.QUANTIZATION, _quantization(t.quantize, t.qtype, facts, t.layer_offloading)),
-            (Knob.TEXT_ENCODER_QUANTIZATION, _quantization(t.quantize_te, t.qtype_te, facts, t.layer_offloading)),
+            (Knob.TEXT_ENCODER_QUANTIZATION, _quantization(t.quantize_te, t.qtype_te, facts, t.layer_offloading, adapter=False)),
             (
                 Knob.LORA_WEIGHTS,
                 Setting(
@@ -251,7 +251,7 @@ def _preview_scale(case: Case, facts: RuntimeFacts) -> Setting:
     return Setting(value, f"{multiplier:g} (the sample's multiplier, alpha = rank{ignored})", key=value.strength(facts.lora_alpha_scale))
 
 
-def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts, offloaded: bool = False) -> Setting:
+def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts, offloaded: bool = False, adapter: bool = True) -> Setting:
     """A part the trainer quantized: its qtype (the trainer's default qfloat8 where the case names none), replayed
     where parity replays that qtype with the trainer's library version, else shown with what is missing.
     `offloaded`: layer_offloading, whose MemoryManager (toolkit/memory_management) replaces each linear's forward
@@ -261,7 +261,14 @@ def _quantization(on: bool, qtype: str | None, facts: RuntimeFacts, offloaded: b
     name = qtype or "qfloat8"
     default = "" if qtype else " (the trainer's default)"
     libraries = dict(facts.quant_libraries)
-    problem = quant.replay_problem(name, libraries, dict(facts.quant_adapters))
+    problem = quant.unknown(name, adapter_allowed=adapter) or quant.replay_problem(
+        name, libraries, {written: (path, why) for written, path, why in facts.quant_adapters}
+    )
+    if problem is None and name == "qint4" and facts.dtype == "bfloat16":
+        problem = (
+            "in bf16 quanto 0.2.4 packs qint4 for tinygemm, which torch cannot move to the CPU, where the trainer's "
+            "load moves each block after quantizing it"
+        )
     if problem is None and offloaded:
         problem = "under layer_offloading the trainer's MemoryManager runs each layer on its dequantized weight (F.linear)"
     if problem is None:

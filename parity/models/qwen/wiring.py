@@ -106,8 +106,9 @@ class Renderer:
     @property
     def text_cache(self) -> dict:
         """The text embeddings of the text encoder as it is now: as loaded, or quantized by the trainer's qtype
-        (parity.render.quantize tags it)."""
-        return self._text_caches.setdefault(getattr(self.pipe.text_encoder, quant.TAG, None), {})
+        (parity.render.quantize tags it), under the float32 matmul precision set now (a torchao replay sets "high")."""
+        state = (getattr(self.pipe.text_encoder, quant.TAG, None), torch.get_float32_matmul_precision())
+        return self._text_caches.setdefault(state, {})
 
     def render(self, request: Request, knobs: RenderKnobs = RenderKnobs(), uncond_replica=None) -> Rendered:
         """`uncond_replica`: run the unconditional passes on its device at the same time (cfg_parallel)."""
