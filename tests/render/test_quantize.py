@@ -48,6 +48,24 @@ def engine():
     return Engine("cpu")
 
 
+def trainer_sample(engine, case, quantize, device: str = "cpu"):
+    """The trainer's sampling of `case` on a pipeline of its own, as ai-toolkit builds it: loaded (on the CPU, as
+    from_pretrained leaves it), quantized in place by `quantize(pipe)`, placed on `device`, the user's LoRA as an
+    unmerged float32 branch (tests/preview_oracle.py); returns (the VAE output, the pipeline)."""
+    from parity.render.loading import place, read_pipeline
+
+    pipe = read_pipeline("tiny", ".", device)
+    quantize(pipe)
+    place(pipe, "none", device)
+    TrainerLora(pipe, str(case.loras[0].path)).unmerged(case.requested.lora_scale, device=device)
+    images = [engine.images(p) for p in case.effective.control_images]
+    decoded = trainer_generate(
+        pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
+        case.effective.steps, case.effective.guidance_scale, case.effective.seed,
+    )
+    return decoded, pipe
+
+
 def trainer_quantize_torchao(pipe, qtype: str, qtype_te: str | None) -> None:
     """ai-toolkit's torchao path: its `quantize` with `exclude=[]` hands torchao's `quantize_` each linear of a block
     alone, then each linear of the whole transformer (the blocks' again: a no-op in torchao 0.10.0); the text
@@ -105,7 +123,6 @@ QUANTO_QTYPES = sorted(q for q, library in quant.REPLAYED.items() if library == 
 def test_the_quantized_preview_equals_the_trainer_replay(write_case, engine, qtype):
     """Each quanto qtype on the transformer, qfloat8 on the text encoder (the trainer UI's default job is qfloat8 on
     both), the LoRA unmerged."""
-    from parity.render.loading import load_pipeline
 
     case = load_cases(write_case(quantized_suite(qtype=qtype)))[0]
     _, preview = engine.wirings(case)
@@ -114,25 +131,16 @@ def test_the_quantized_preview_equals_the_trainer_replay(write_case, engine, qty
     mine = engine.render(case, preview)
     assert any(f"rendered on the trainer's quantized model: transformer {qtype} (" in n and "text encoder qfloat8 (" in n for n in mine.notes)
 
-    pipe = load_pipeline("tiny", ".", "cpu")  # a load of its own: the replay quantizes it in place
-    trainer_quantize(pipe, qtype, "qfloat8")
+    oracle, pipe = trainer_sample(engine, case, lambda pipe: trainer_quantize(pipe, qtype, "qfloat8"))
     for part in (pipe.transformer, pipe.text_encoder):  # the replay did quantize: every linear is quanto's now
         linears = [m for m in part.modules() if isinstance(m, torch.nn.Linear)]
         assert linears and all(isinstance(m, quanto.QLinear) for m in linears)
-    lora = TrainerLora(pipe, str(case.loras[0].path))
-    lora.unmerged(case.requested.lora_scale)
-    images = [engine.images(p) for p in case.effective.control_images]
-    oracle = trainer_generate(
-        pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
-        case.effective.steps, case.effective.guidance_scale, case.effective.seed,
-    )
     assert torch.equal(mine.decoded, oracle)
 
 
 def test_the_torchao_preview_equals_the_trainer_replay(write_case, engine):
     """int8 on the transformer, float8 on the text encoder (torchao 0.10.0, the trainer's pin), with the matmul
     precision torchao leaves set; the reference path's precision is put back after the render."""
-    from parity.render.loading import load_pipeline
 
     case = load_cases(write_case(quantized_suite(qtype="int8", qtype_te="float8")))[0]
     _, preview = engine.wirings(case)
@@ -142,17 +150,12 @@ def test_the_torchao_preview_equals_the_trainer_replay(write_case, engine):
     assert torch.get_float32_matmul_precision() == before == "highest"
     assert any("transformer int8 (34 layers), text encoder float8 (" in n and "torchao 0.10.0" in n for n in mine.notes)
 
-    pipe = load_pipeline("tiny", ".", "cpu")
-    try:
+    def quantize(pipe):
         trainer_quantize_torchao(pipe, "int8", "float8")
         assert torch.get_float32_matmul_precision() == "high"  # what the trainer's process samples under
-        lora = TrainerLora(pipe, str(case.loras[0].path))
-        lora.unmerged(case.requested.lora_scale)
-        images = [engine.images(p) for p in case.effective.control_images]
-        oracle = trainer_generate(
-            pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
-            case.effective.steps, case.effective.guidance_scale, case.effective.seed,
-        )
+
+    try:
+        oracle, pipe = trainer_sample(engine, case, quantize)
     finally:
         torch.set_float32_matmul_precision(before)
     assert type(pipe.transformer.transformer_blocks[0].attn.to_q.weight).__name__ == "AffineQuantizedTensor"
@@ -192,21 +195,12 @@ def trainer_quantize_uintx(pipe, qtype: str | None, qtype_te: str | None, only: 
 @pytest.mark.parametrize("qtype", [f"uint{bits}" for bits in range(2, 8)])
 def test_the_uintx_preview_equals_the_trainer_replay(write_case, engine, qtype):
     """ai-toolkit's own uint2..uint7 on the transformer (uint3 on the text encoder), without an adapter."""
-    from parity.render.loading import load_pipeline
 
     case = load_cases(write_case(quantized_suite(qtype=qtype, qtype_te="uint3")))[0]
     _, preview = engine.wirings(case)
     assert preview[Knob.QUANTIZATION].replayable and preview[Knob.TEXT_ENCODER_QUANTIZATION].replayable
     mine = engine.render(case, preview)
-    pipe = load_pipeline("tiny", ".", "cpu")
-    trainer_quantize_uintx(pipe, qtype, "uint3")
-    lora = TrainerLora(pipe, str(case.loras[0].path))
-    lora.unmerged(case.requested.lora_scale)
-    images = [engine.images(p) for p in case.effective.control_images]
-    oracle = trainer_generate(
-        pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
-        case.effective.steps, case.effective.guidance_scale, case.effective.seed,
-    )
+    oracle, _ = trainer_sample(engine, case, lambda pipe: trainer_quantize_uintx(pipe, qtype, "uint3"))
     assert torch.equal(mine.decoded, oracle)
 
 
@@ -260,7 +254,6 @@ def test_an_accuracy_recovery_adapter_preview_equals_the_trainer_replay(write_ca
     around both."""
     from trainer_lora import Network, save
 
-    from parity.render.loading import load_pipeline
 
     adapter = save(workdir / "cases" / "ara" / "qwen_uint3.safetensors", tiny_pipe.transformer,
                    Network(linear=4, only_if_contains=("net.2", "to_q")), save_dtype="bf16", seed=11)
@@ -272,16 +265,11 @@ def test_an_accuracy_recovery_adapter_preview_equals_the_trainer_replay(write_ca
     mine = engine.render(case, preview)
     assert any("transformer uint3|ara/qwen_uint3.safetensors (" in n for n in mine.notes)
 
-    pipe = load_pipeline("tiny", ".", "cpu")
-    trainer_quantize(pipe, "qfloat8", "qfloat8", transformer=False)
-    trainer_adapter(pipe, "uint3", adapter)
-    lora = TrainerLora(pipe, str(case.loras[0].path))
-    lora.unmerged(case.requested.lora_scale)
-    images = [engine.images(p) for p in case.effective.control_images]
-    oracle = trainer_generate(
-        pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
-        case.effective.steps, case.effective.guidance_scale, case.effective.seed,
-    )
+    def quantize(pipe):
+        trainer_quantize(pipe, "qfloat8", "qfloat8", transformer=False)
+        trainer_adapter(pipe, "uint3", adapter)
+
+    oracle, _ = trainer_sample(engine, case, quantize)
     assert torch.equal(mine.decoded, oracle)
 
     plain = load_cases(write_case(quantized_suite(qtype="uint3"), "no-adapter.yaml"))[0]  # the adapter moves the output
@@ -318,23 +306,13 @@ def test_an_adapter_that_is_not_here_says_where_to_put_it(write_case, engine, tm
 def test_the_quantized_preview_equals_the_trainer_replay_in_bf16_on_cuda(write_case):
     """The trainer's device regime: the base in bf16, the blocks quantized on the GPU, the rest of the transformer
     on the CPU, the text encoder on the GPU, the LoRA a float32 branch on the GPU."""
-    from parity.render.loading import place, read_pipeline
-
     engine = Engine("cuda")
     try:
         case = load_cases(write_case(quantized_suite()))[0]
         _, preview = engine.wirings(case)
         mine = engine.render(case, preview).decoded
-        pipe = read_pipeline("tiny", ".", "cuda")  # bf16, on the CPU as from_pretrained leaves it
-        trainer_quantize(pipe, "qfloat8", "qfloat8", device="cuda")
-        place(pipe, "none", "cuda")
-        lora = TrainerLora(pipe, str(case.loras[0].path))
-        lora.unmerged(case.requested.lora_scale, device="cuda")
-        images = [engine.images(p) for p in case.effective.control_images]
-        oracle = trainer_generate(
-            pipe, case.effective.prompt, "", images, [engine.images(p) for p in case.preview.text_images], 64, 64,
-            case.effective.steps, case.effective.guidance_scale, case.effective.seed,
-        )
+        # bf16, loaded on the CPU; the blocks quantized on the GPU, the rest on the CPU, then placed on the GPU
+        oracle, _ = trainer_sample(engine, case, lambda pipe: trainer_quantize(pipe, "qfloat8", "qfloat8", device="cuda"), "cuda")
         assert mine.dtype == torch.bfloat16
         assert torch.equal(mine, oracle)
     finally:
