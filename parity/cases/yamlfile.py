@@ -38,9 +38,35 @@ def parse(text: str, max_nodes: int = MAX_NODES) -> tuple[yaml.Node | None, Any]
                 f"the document's aliases (*name) expand it to more than {max_nodes:,} YAML nodes, or make it "
                 "contain itself"
             )
-        return node, loader.construct_document(node)
+        try:
+            return node, loader.construct_document(node)
+        except (ValueError, OverflowError) as exc:
+            # PyYAML's resolver takes `0b_`, `0x_` or `2001-02-30` for an int or a date, then cannot build it
+            raise _unreadable(node, exc) from None
     finally:
         loader.dispose()
+
+
+def _unreadable(root: yaml.Node, exc: Exception) -> yaml.constructor.ConstructorError:
+    """A scalar PyYAML typed but cannot build, with its line (found by building each typed scalar alone)."""
+    builder = yaml.constructor.SafeConstructor()
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                builder.construct_object(node)
+            except (ValueError, OverflowError) as err:
+                kind = node.tag.rsplit(":", 1)[-1]
+                return yaml.constructor.ConstructorError(
+                    None, None, f"{node.value!r} reads as a YAML {kind} that cannot be built ({err}); quote it to mean text",
+                    node.start_mark,
+                )
+        stack.extend(_children(node))
+    return yaml.constructor.ConstructorError(None, None, f"a value YAML cannot build ({exc})", None)
 
 
 def load(text: str, max_nodes: int = MAX_NODES) -> Any:

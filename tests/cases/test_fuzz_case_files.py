@@ -4,7 +4,7 @@ import string
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from parity.cases.schema import SCHEMA_TABLES
@@ -98,6 +98,7 @@ def check_text(path, text):
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(suite=suites(), garbage=GARBAGE)
+@example(suite={}, garbage="0b_")  # found by this test in a run of 2026-12-08: PyYAML types it an int, then raises
 def test_every_case_file_loads_or_says_what_is_wrong(workdir, suite, garbage):
     """Each example checks three files: a structured case file, the same file with its syntax broken, and text
     that is not YAML at all (6,000 files; the structure is the expensive draw)."""
@@ -110,3 +111,16 @@ def test_every_case_file_loads_or_says_what_is_wrong(workdir, suite, garbage):
 @pytest.mark.parametrize("text", SPECIAL, ids=["recursive alias", "deep nesting", "empty", "empty document", "python tag"])
 def test_odd_documents_are_refused_with_a_reason(workdir, text):
     check_text(workdir / "cases" / "odd.yaml", text)
+
+
+@pytest.mark.parametrize("value, kind", [("0b_", "int"), ("0x_", "int"), ("+0b_", "int"), ("2001-02-30", "timestamp")])
+def test_a_value_yaml_types_but_cannot_build_is_refused_on_its_line(workdir, value, kind):
+    """PyYAML's resolver reads these as an int or a date, and its constructor then raises ValueError: a case file
+    problem on that line that says to quote the value, never a traceback."""
+    path = workdir / "cases" / "typed.yaml"
+    path.write_text(f"sample:\n  width: 64\n  neg: {value}\n", encoding="utf-8")
+    with pytest.raises(CaseFileError) as info:
+        load_cases(path)
+    (problem,) = info.value.problems
+    assert problem.line == 3 and problem.field == "(yaml)"
+    assert f"{value!r} reads as a YAML {kind} that cannot be built" in problem.message and "quote it" in problem.message
